@@ -1,0 +1,79 @@
+//! The one error type of the HTTP surface. Every failure renders OpenAI's envelope
+//! `{"error": {"message", "type", "param", "code"}}` with OpenAI's status codes.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use vllm_batch_core::{ApiErrorBody, ErrorEnvelope};
+use vllm_batch_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 400: the request is malformed or names something invalid.
+    #[error("{message}")]
+    InvalidRequest { message: String, param: Option<&'static str>, code: Option<&'static str> },
+    /// 404: no such object (also what another owner's objects look like).
+    #[error("No such {kind} object: {id}")]
+    NotFound { kind: &'static str, id: String },
+    /// 404 for a path that is not an endpoint.
+    #[error("Unknown request URL: {method} {path}")]
+    UnknownRoute { method: String, path: String },
+    /// 409: the object's state forbids the operation.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the upload or body is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 502: the upstream did not answer.
+    #[error("{0}")]
+    Upstream(String),
+    /// 500: our fault; details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        Error::InvalidRequest { message: message.into(), param, code: None }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Error::Conflict(m),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, kind, param, code) = match &self {
+            Error::InvalidRequest { param, code, .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", param.map(str::to_string), code.map(str::to_string))
+            }
+            Error::NotFound { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", Some("id".into()), None),
+            Error::UnknownRoute { .. } => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", None, Some("unknown_url".into()))
+            }
+            Error::Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", None, None),
+            Error::TooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None, Some("file_too_large".into()))
+            }
+            Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error", None, None),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, None),
+        };
+        let message = match &self {
+            Error::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "The server had an error while processing your request.".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorEnvelope { error: ApiErrorBody { message, kind: kind.into(), param, code } };
+        (status, Json(body)).into_response()
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,197 @@
+//! `/v1/files`: upload (multipart, streamed to storage, never buffered whole), list, retrieve,
+//! download (streamed) and delete — OpenAI's Files API.
+
+use axum::body::Body;
+use axum::extract::multipart::{Field, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::header;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use vllm_batch_core::time::unix_now;
+use vllm_batch_core::{FileId, FileObject, FilePurpose, List};
+use vllm_batch_store::{file_key, FileListQuery};
+
+use crate::error::{Error, Result};
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/files", get(list_files).post(upload_file).layer(DefaultBodyLimit::disable()))
+        .route("/v1/files/{file_id}", get(get_file).delete(delete_file))
+        .route("/v1/files/{file_id}/content", get(file_content))
+}
+
+/// Parses a path or query id; a malformed id cannot name any object, so it is a 404.
+pub(crate) fn parse_file_id(id: &str) -> Result<FileId> {
+    id.parse().map_err(|_| Error::NotFound { kind: "File", id: id.to_string() })
+}
+
+/// The client's file name, reduced to its last path component so it can never name a path.
+fn clean_filename(name: Option<&str>) -> String {
+    let base = name.unwrap_or("file").rsplit(['/', '\\']).next().unwrap_or("");
+    let base: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
+    if base.is_empty() || base == "." || base == ".." {
+        "file".into()
+    } else {
+        base
+    }
+}
+
+/// Reads a small text field, refusing oversized ones instead of buffering them.
+async fn small_text(mut field: Field<'_>, name: &'static str) -> Result<String> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| Error::invalid(e.body_text(), Some(name)))? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > 1024 {
+            return Err(Error::invalid(format!("{name} is too long"), Some(name)));
+        }
+    }
+    String::from_utf8(buf).map_err(|_| Error::invalid(format!("{name} is not valid UTF-8"), Some(name)))
+}
+
+async fn upload_file(
+    State(st): State<AppState>,
+    multipart: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<Json<FileObject>> {
+    let mut multipart = multipart
+        .map_err(|e| Error::invalid(format!("Expected a multipart/form-data upload: {}", e.body_text()), None))?;
+    let id = FileId::generate();
+    let key = file_key(&id);
+    let mut purpose = None;
+    let mut stored: Option<(u64, String)> = None;
+    let result: Result<()> =
+        async {
+            while let Some(mut field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| Error::invalid(format!("Malformed multipart body: {}", e.body_text()), None))?
+            {
+                match field.name() {
+                    Some("purpose") => purpose = Some(small_text(field, "purpose").await?),
+                    Some("file") if stored.is_none() => {
+                        let filename = clean_filename(field.file_name());
+                        let mut writer = st.files.writer(&key).await?;
+                        let mut size: u64 = 0;
+                        while let Some(chunk) = field.chunk().await.map_err(|e| {
+                            Error::invalid(format!("Upload interrupted: {}", e.body_text()), Some("file"))
+                        })? {
+                            size += chunk.len() as u64;
+                            if size > st.limits.max_upload_bytes {
+                                return Err(Error::TooLarge(format!(
+                                    "File is larger than the {} bytes this server accepts",
+                                    st.limits.max_upload_bytes
+                                )));
+                            }
+                            writer.write(&chunk).await?;
+                        }
+                        stored = Some((writer.commit().await?, filename));
+                    }
+                    _ => while field.chunk().await.ok().flatten().is_some() {},
+                }
+            }
+            Ok(())
+        }
+        .await;
+    let checked = result.and_then(|()| {
+        let purpose: FilePurpose = purpose
+            .as_deref()
+            .ok_or_else(|| Error::invalid("Missing required parameter: 'purpose'.", Some("purpose")))?
+            .parse()
+            .map_err(|m: String| Error::invalid(m, Some("purpose")))?;
+        let (bytes, filename) =
+            stored.clone().ok_or_else(|| Error::invalid("Missing required parameter: 'file'.", Some("file")))?;
+        Ok((purpose, bytes, filename))
+    });
+    let (purpose, bytes, filename) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            // Nothing half-uploaded stays behind.
+            if stored.is_some() {
+                let _ = st.files.delete(&key).await;
+            }
+            return Err(e);
+        }
+    };
+    let file = FileObject {
+        id: id.to_string(),
+        object: "file".into(),
+        bytes: bytes as i64,
+        created_at: unix_now(),
+        expires_at: None,
+        filename,
+        purpose: purpose.as_str().into(),
+        status: "processed".into(),
+        status_details: None,
+    };
+    if let Err(e) = st.store.insert_file(&file).await {
+        let _ = st.files.delete(&key).await;
+        return Err(e.into());
+    }
+    tracing::info!(file_id = %file.id, bytes = file.bytes, "file uploaded");
+    Ok(Json(file))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    purpose: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+    order: Option<String>,
+}
+
+async fn list_files(
+    State(st): State<AppState>,
+    params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<List<FileObject>>> {
+    let Query(p) = params.map_err(|e| Error::invalid(e.body_text(), None))?;
+    let limit = p.limit.unwrap_or(10_000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(Error::invalid("limit must be between 1 and 10000", Some("limit")));
+    }
+    let ascending = match p.order.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(_) => return Err(Error::invalid("order must be 'asc' or 'desc'", Some("order"))),
+    };
+    let after = p
+        .after
+        .map(|a| {
+            a.parse::<FileId>().map_err(|_| Error::invalid(format!("Invalid 'after' cursor {a:?}"), Some("after")))
+        })
+        .transpose()?;
+    let page = st.store.list_files(&FileListQuery { purpose: p.purpose, limit, after, ascending }).await?;
+    Ok(Json(List::new(page.items, page.has_more, |f| f.id.clone())))
+}
+
+async fn find(st: &AppState, id: &str) -> Result<(FileId, FileObject)> {
+    let id = parse_file_id(id)?;
+    let file = st.store.get_file(&id).await?.ok_or_else(|| Error::NotFound { kind: "File", id: id.to_string() })?;
+    Ok((id, file))
+}
+
+async fn get_file(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<FileObject>> {
+    Ok(Json(find(&st, &id).await?.1))
+}
+
+async fn file_content(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+    let (id, file) = find(&st, &id).await?;
+    let stream = st.files.stream(&file_key(&id)).await?;
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, file.bytes)
+        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}\"", file.filename.replace('"', "")))
+        .body(Body::from_stream(stream))
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+async fn delete_file(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>> {
+    let id = parse_file_id(&id)?;
+    if !st.store.delete_file(&id).await? {
+        return Err(Error::NotFound { kind: "File", id: id.to_string() });
+    }
+    st.files.delete(&file_key(&id)).await?;
+    Ok(Json(json!({ "id": id, "object": "file", "deleted": true })))
+}

@@ -1,0 +1,69 @@
+//! The HTTP API: OpenAI's Files and Batches endpoints, `/v1/models`, `/health` and `/ready`.
+//! One router per resource, merged here; one shared state; one error type.
+
+mod batches;
+mod error;
+mod files;
+mod health;
+mod models;
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::HeaderName;
+use axum::Router;
+use tokio::sync::Notify;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use vllm_batch_store::{FileStore, Store};
+use vllm_batch_upstream::Upstreams;
+
+pub use error::Error;
+
+/// Limits the API enforces on what clients send.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Largest upload, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits { max_upload_bytes: 2 * 1024 * 1024 * 1024 }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub files: Arc<dyn FileStore>,
+    pub upstreams: Upstreams,
+    pub limits: ApiLimits,
+    /// Nudges an embedded worker when a batch is created or cancelled.
+    pub wake: Arc<Notify>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API, with request ids (an incoming `x-request-id` is kept, else a UUID) on every
+/// response and in every request's log span.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(files::router())
+        .merge(batches::router())
+        .merge(models::router())
+        .merge(health::router())
+        .fallback(unknown_route)
+        .with_state(state)
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn unknown_route(req: Request) -> Error {
+    Error::UnknownRoute { method: req.method().to_string(), path: req.uri().path().to_string() }
+}

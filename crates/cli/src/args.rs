@@ -1,0 +1,158 @@
+//! Command-line and environment configuration: one clap struct per concern, every flag also an
+//! environment variable (the names are a contract with scripts, docs and `.env.example`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use vllm_batch_metrics::LogFormat;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vllm-batch",
+    version,
+    about = "OpenAI-compatible Batch API server for vLLM and other OpenAI-compatible servers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// API and an embedded worker in one process: the one-box default (SQLite, ./data).
+    Serve {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        http: HttpArgs,
+        #[command(flatten)]
+        upstream: UpstreamArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// The HTTP API alone (workers run elsewhere on the same database).
+    Api {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        http: HttpArgs,
+        #[command(flatten)]
+        upstream: UpstreamArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// A worker alone: claims chunks from the shared database and sends them upstream.
+    Worker {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        upstream: UpstreamArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Applies database migrations and exits.
+    Migrate {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StorageArgs {
+    /// Folder for the SQLite database and file bodies.
+    #[arg(long, env = "VLLM_BATCH_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Database URL; defaults to `sqlite://<data-dir>/vllm-batch.db`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StorageArgs {
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("vllm-batch.db").display()))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Address to listen on.
+    #[arg(long, env = "VLLM_BATCH_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "VLLM_BATCH_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Largest file upload accepted, in bytes.
+    #[arg(long, env = "VLLM_BATCH_MAX_UPLOAD_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpstreamArgs {
+    /// Upstream base URL(s), comma-separated; `MODEL=URL` pins a model to an upstream.
+    #[arg(long, env = "VLLM_BATCH_UPSTREAM", default_value = "http://127.0.0.1:8000/v1")]
+    pub upstream: String,
+    /// API key sent to the upstream(s) as a bearer token.
+    #[arg(long, env = "VLLM_BATCH_UPSTREAM_API_KEY", hide_env_values = true)]
+    pub upstream_api_key: Option<String>,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 500ms, 10m)"))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// Unique name of this worker (default: a random one).
+    #[arg(long, env = "VLLM_BATCH_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Input lines per chunk, the unit of claiming and retrying.
+    #[arg(long, env = "VLLM_BATCH_CHUNK_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chunk_size: u32,
+    /// Most requests in flight to each upstream at once.
+    #[arg(long, env = "VLLM_BATCH_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Most requests (lines) in one batch input file.
+    #[arg(long, env = "VLLM_BATCH_MAX_REQUESTS_PER_BATCH", default_value_t = 1_000_000)]
+    pub max_requests_per_batch: u64,
+    /// Longest input line accepted, in bytes.
+    #[arg(long, env = "VLLM_BATCH_MAX_LINE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_line_bytes: usize,
+    /// Time limit of one upstream request.
+    #[arg(long, env = "VLLM_BATCH_REQUEST_TIMEOUT", default_value = "10m", value_parser = duration)]
+    pub request_timeout: Duration,
+    /// Retries of a request after transient failures (connect errors, timeouts, 408, 429, 5xx).
+    #[arg(long, env = "VLLM_BATCH_MAX_RETRIES", default_value_t = 8)]
+    pub max_retries: u32,
+    /// First retry delay; doubles per attempt, with full jitter.
+    #[arg(long, env = "VLLM_BATCH_RETRY_BACKOFF_BASE", default_value = "500ms", value_parser = duration)]
+    pub retry_backoff_base: Duration,
+    /// Longest retry delay (a longer `Retry-After` from the upstream is still honoured).
+    #[arg(long, env = "VLLM_BATCH_RETRY_BACKOFF_MAX", default_value = "30s", value_parser = duration)]
+    pub retry_backoff_max: Duration,
+    /// How long a claimed chunk stays ours without a heartbeat; a crashed worker's chunks are
+    /// taken over after this.
+    #[arg(long, env = "VLLM_BATCH_LEASE", default_value = "30s", value_parser = duration)]
+    pub lease: Duration,
+    /// How often an idle worker looks for work.
+    #[arg(long, env = "VLLM_BATCH_POLL_INTERVAL", default_value = "500ms", value_parser = duration)]
+    pub poll_interval: Duration,
+    /// On SIGTERM, how long held chunks may take to finish before they are handed back.
+    #[arg(long, env = "VLLM_BATCH_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log format: `json` (one object per line) or `pretty`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: LogFormat,
+}

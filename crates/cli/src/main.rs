@@ -1,0 +1,152 @@
+//! The `vllm-batch` binary: parses configuration, opens the store and the file store, and runs
+//! the API, a worker, or both (`serve`), until SIGTERM or Ctrl-C.
+
+mod args;
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use vllm_batch_api::{ApiLimits, AppState};
+use vllm_batch_store::{FileStore, LocalFileStore, SqliteStore, Store};
+use vllm_batch_upstream::{parse_upstreams, Upstreams};
+use vllm_batch_worker::{Worker, WorkerConfig};
+
+use args::{Cli, Command, HttpArgs, StorageArgs, UpstreamArgs, WorkerArgs};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { storage, http, upstream, worker, log } => {
+            vllm_batch_metrics::init_logging(log.log_format);
+            let (store, files) = open_storage(&storage).await?;
+            let upstreams = upstreams(&upstream)?;
+            let wake = Arc::new(Notify::new());
+            let shutdown = shutdown_signal();
+            let worker =
+                Worker::new(store.clone(), files.clone(), upstreams.clone(), worker_config(&worker), wake.clone());
+            let worker = tokio::spawn(worker.run(shutdown.clone()));
+            let api = serve_api(&http, state(store, files, upstreams, &http, wake), shutdown);
+            let api_result = api.await;
+            worker.await.context("worker task")?;
+            api_result
+        }
+        Command::Api { storage, http, upstream, log } => {
+            vllm_batch_metrics::init_logging(log.log_format);
+            let (store, files) = open_storage(&storage).await?;
+            let upstreams = upstreams(&upstream)?;
+            let st = state(store, files, upstreams, &http, Arc::new(Notify::new()));
+            serve_api(&http, st, shutdown_signal()).await
+        }
+        Command::Worker { storage, upstream, worker, log } => {
+            vllm_batch_metrics::init_logging(log.log_format);
+            let (store, files) = open_storage(&storage).await?;
+            let worker =
+                Worker::new(store, files, upstreams(&upstream)?, worker_config(&worker), Arc::new(Notify::new()));
+            worker.run(shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Migrate { storage, log } => {
+            vllm_batch_metrics::init_logging(log.log_format);
+            let url = storage.database_url();
+            let store = connect(&storage, &url).await?;
+            store.migrate().await.context("applying migrations")?;
+            info!(database = %url, "migrations applied");
+            Ok(())
+        }
+    }
+}
+
+async fn connect(storage: &StorageArgs, url: &str) -> Result<SqliteStore> {
+    if !url.starts_with("sqlite:") {
+        bail!("unsupported database URL {url:?}: this build supports sqlite://PATH");
+    }
+    tokio::fs::create_dir_all(&storage.data_dir)
+        .await
+        .with_context(|| format!("creating data folder {}", storage.data_dir.display()))?;
+    SqliteStore::connect(url).await.with_context(|| format!("opening database {url}"))
+}
+
+/// Opens the database (applying migrations: the embedded SQLite database upgrades itself) and
+/// the file store under the data folder.
+async fn open_storage(storage: &StorageArgs) -> Result<(Arc<dyn Store>, Arc<dyn FileStore>)> {
+    let url = storage.database_url();
+    let store = connect(storage, &url).await?;
+    store.migrate().await.context("applying migrations")?;
+    let files = LocalFileStore::open(storage.data_dir.join("files"))
+        .await
+        .with_context(|| format!("opening file storage under {}", storage.data_dir.display()))?;
+    info!(database = %url, data_dir = %storage.data_dir.display(), "storage ready");
+    Ok((Arc::new(store), Arc::new(files)))
+}
+
+fn upstreams(args: &UpstreamArgs) -> Result<Upstreams> {
+    let specs = parse_upstreams(&args.upstream).map_err(anyhow::Error::msg).context("--upstream")?;
+    Ok(Upstreams::new(specs, args.upstream_api_key.clone()))
+}
+
+fn state(
+    store: Arc<dyn Store>,
+    files: Arc<dyn FileStore>,
+    upstreams: Upstreams,
+    http: &HttpArgs,
+    wake: Arc<Notify>,
+) -> AppState {
+    AppState { store, files, upstreams, limits: ApiLimits { max_upload_bytes: http.max_upload_bytes }, wake }
+}
+
+fn worker_config(w: &WorkerArgs) -> WorkerConfig {
+    let chunk_size = w.chunk_size as usize;
+    let max_in_flight = w.max_in_flight as usize;
+    WorkerConfig {
+        worker_id: w.worker_id.clone().unwrap_or_else(|| WorkerConfig::default().worker_id),
+        chunk_size,
+        max_in_flight,
+        max_lines: w.max_requests_per_batch,
+        max_line_bytes: w.max_line_bytes,
+        request_timeout: w.request_timeout,
+        max_retries: w.max_retries,
+        backoff_base: w.retry_backoff_base,
+        backoff_max: w.retry_backoff_max,
+        lease: w.lease,
+        poll_interval: w.poll_interval,
+        drain_timeout: w.drain_timeout,
+        // Enough chunks to cover the in-flight limit twice over, so claiming runs ahead.
+        max_held_chunks: (2 * max_in_flight).div_ceil(chunk_size).max(2) + 1,
+    }
+}
+
+async fn serve_api(http: &HttpArgs, state: AppState, shutdown: CancellationToken) -> Result<()> {
+    let addr = format!("{}:{}", http.host, http.port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    info!(address = %format!("http://{local}"), "vllm-batch API listening");
+    axum::serve(listener, vllm_batch_api::router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("serving HTTP")
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        info!("shutdown requested; draining");
+        t.cancel();
+    });
+    token
+}

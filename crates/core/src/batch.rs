@@ -1,0 +1,248 @@
+//! The OpenAI `Batch` object and the types it is made of: status, endpoint, request counts,
+//! usage, metadata and validation errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A batch's lifecycle, exactly OpenAI's statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    Validating,
+    Failed,
+    InProgress,
+    Finalizing,
+    Completed,
+    Expired,
+    Cancelling,
+    Cancelled,
+}
+
+impl BatchStatus {
+    pub const ALL: [BatchStatus; 8] = [
+        BatchStatus::Validating,
+        BatchStatus::Failed,
+        BatchStatus::InProgress,
+        BatchStatus::Finalizing,
+        BatchStatus::Completed,
+        BatchStatus::Expired,
+        BatchStatus::Cancelling,
+        BatchStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStatus::Validating => "validating",
+            BatchStatus::Failed => "failed",
+            BatchStatus::InProgress => "in_progress",
+            BatchStatus::Finalizing => "finalizing",
+            BatchStatus::Completed => "completed",
+            BatchStatus::Expired => "expired",
+            BatchStatus::Cancelling => "cancelling",
+            BatchStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// No further transition happens from a terminal status.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, BatchStatus::Failed | BatchStatus::Completed | BatchStatus::Expired | BatchStatus::Cancelled)
+    }
+}
+
+impl FromStr for BatchStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        BatchStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown batch status {s:?}"))
+    }
+}
+
+impl fmt::Display for BatchStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The upstream endpoints a batch can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Score,
+    Rerank,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 5] =
+        [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Score, Endpoint::Rerank];
+
+    /// The path as clients write it, e.g. `/v1/chat/completions`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Score => "/v1/score",
+            Endpoint::Rerank => "/v1/rerank",
+        }
+    }
+
+    /// The path relative to an upstream base URL that already ends in `/v1`.
+    pub fn upstream_path(self) -> &'static str {
+        &self.as_str()[3..]
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Endpoint::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| {
+            let all: Vec<_> = Endpoint::ALL.iter().map(|e| e.as_str()).collect();
+            format!("Unsupported endpoint {s:?}; supported: {}", all.join(", "))
+        })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Batch metadata: at most 16 pairs, keys at most 64 characters, values at most 512.
+pub type Metadata = BTreeMap<String, String>;
+
+/// Checks OpenAI's metadata limits; the error names the offending key.
+pub fn check_metadata(m: &Metadata) -> Result<(), String> {
+    if m.len() > 16 {
+        return Err(format!("metadata has {} pairs; at most 16 are allowed", m.len()));
+    }
+    for (k, v) in m {
+        if k.chars().count() > 64 {
+            return Err(format!("metadata key {k:?} is longer than 64 characters"));
+        }
+        if v.chars().count() > 512 {
+            return Err(format!("metadata value of {k:?} is longer than 512 characters"));
+        }
+    }
+    Ok(())
+}
+
+/// `request_counts` of a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    pub total: i64,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputTokensDetails {
+    pub cached_tokens: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputTokensDetails {
+    pub reasoning_tokens: i64,
+}
+
+/// `usage` of a batch: the sum of the upstream responses' usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub input_tokens_details: InputTokensDetails,
+    pub output_tokens: i64,
+    pub output_tokens_details: OutputTokensDetails,
+    pub total_tokens: i64,
+}
+
+/// One entry of `errors.data`: why validation failed, with the input line when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchError {
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+    pub line: Option<u64>,
+}
+
+/// `errors` of a batch: `{"object": "list", "data": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchErrors {
+    pub object: String,
+    pub data: Vec<BatchError>,
+}
+
+impl BatchErrors {
+    pub fn new(data: Vec<BatchError>) -> Self {
+        BatchErrors { object: "list".into(), data }
+    }
+}
+
+/// OpenAI's Batch object, field for field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: String,
+    pub object: String,
+    pub endpoint: String,
+    pub model: Option<String>,
+    pub errors: Option<BatchErrors>,
+    pub input_file_id: String,
+    pub completion_window: String,
+    pub status: BatchStatus,
+    pub output_file_id: Option<String>,
+    pub error_file_id: Option<String>,
+    pub created_at: i64,
+    pub in_progress_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub finalizing_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub expired_at: Option<i64>,
+    pub cancelling_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub request_counts: RequestCounts,
+    pub usage: Usage,
+    pub metadata: Option<Metadata>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_and_status_names() {
+        assert_eq!("/v1/embeddings".parse::<Endpoint>().unwrap(), Endpoint::Embeddings);
+        assert_eq!(Endpoint::ChatCompletions.upstream_path(), "/chat/completions");
+        assert!("/v1/images".parse::<Endpoint>().is_err());
+        for s in BatchStatus::ALL {
+            assert_eq!(s.as_str().parse::<BatchStatus>().unwrap(), s);
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn metadata_limits() {
+        let mut m = Metadata::new();
+        m.insert("k".into(), "v".repeat(512));
+        assert!(check_metadata(&m).is_ok());
+        m.insert("k".repeat(65), "v".into());
+        assert!(check_metadata(&m).is_err());
+        let many: Metadata = (0..17).map(|i| (i.to_string(), String::new())).collect();
+        assert!(check_metadata(&many).is_err());
+    }
+}

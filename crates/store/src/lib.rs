@@ -1,0 +1,70 @@
+//! Persistence for vllm-batch: the `Store` trait (batches, files, chunks, leases, fencing) with
+//! its SQLite implementation, and the `FileStore` that holds file bodies.
+//!
+//! `api` and `worker` only ever see `dyn Store` and `dyn FileStore`, so a PostgreSQL store or an
+//! object-store backend slots in without touching them.
+
+pub mod blob;
+pub mod error;
+pub mod lines;
+pub mod model;
+mod rows;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use vllm_batch_core::{Batch, BatchId, FileId, FileObject};
+
+pub use blob::{BlobWriter, FileStore, LocalFileStore};
+pub use error::StoreError;
+pub use lines::LineReader;
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the API and the workers keep in the database.
+///
+/// Every write a worker makes on a chunk or a batch job is conditioned on the fence it got when
+/// claiming, so a worker that lost its lease can never overwrite newer work.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- files -------------------------------------------------------------------------------
+    async fn insert_file(&self, file: &FileObject) -> Result<()>;
+    async fn get_file(&self, id: &FileId) -> Result<Option<FileObject>>;
+    async fn list_files(&self, query: &FileListQuery) -> Result<Page<FileObject>>;
+    /// Deletes the row; refuses (`Conflict`) while a batch that is not terminal reads the file.
+    async fn delete_file(&self, id: &FileId) -> Result<bool>;
+
+    // --- batches -----------------------------------------------------------------------------
+    async fn insert_batch(&self, batch: &NewBatch) -> Result<Batch>;
+    async fn get_batch(&self, id: &BatchId) -> Result<Option<Batch>>;
+    async fn list_batches(&self, after: Option<&BatchId>, limit: i64) -> Result<Page<Batch>>;
+    /// `validating`/`in_progress` → `cancelling` (a batch still validating is cancelled at
+    /// once: nothing was sent). Returns the batch after the change; `Conflict` when terminal.
+    async fn request_cancel(&self, id: &BatchId) -> Result<Option<Batch>>;
+
+    // --- validation job ----------------------------------------------------------------------
+    async fn claim_validation(&self, worker: &str, lease_ms: i64) -> Result<Option<BatchJob>>;
+    async fn extend_job(&self, job: &BatchJob, lease_ms: i64) -> Result<bool>;
+    /// Records the chunks and moves the batch to `in_progress`, or fails it with its errors.
+    async fn finish_validation(&self, job: &BatchJob, outcome: &ValidationOutcome) -> Result<bool>;
+
+    // --- chunks ------------------------------------------------------------------------------
+    async fn claim_chunk(&self, worker: &str, lease_ms: i64) -> Result<Option<ChunkLease>>;
+    /// Extends the leases and records progress; answers, for each lease, whether it is still
+    /// held and the batch's status (so the worker learns of cancellation).
+    async fn heartbeat(&self, beats: &[ChunkBeat], lease_ms: i64) -> Result<Vec<BeatAnswer>>;
+    /// Marks the chunk done and adds its counts to the batch, in one transaction.
+    async fn complete_chunk(&self, lease: &ChunkLease, result: &ChunkOutcome) -> Result<bool>;
+    /// Hands a chunk back (graceful shutdown): pending again, under a new fence.
+    async fn release_chunk(&self, lease: &ChunkLease) -> Result<()>;
+
+    // --- finalization ------------------------------------------------------------------------
+    async fn claim_finalization(&self, worker: &str, lease_ms: i64) -> Result<Option<FinalizeJob>>;
+    async fn finish_finalization(&self, job: &FinalizeJob, done: &FinalizeOutcome) -> Result<bool>;
+    /// Gives a claimed job back without finishing it.
+    async fn release_job(&self, job: &BatchJob) -> Result<()>;
+
+    /// Cheap query proving the database answers (readiness).
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,139 @@
+//! Records passed between the store and its callers: pages, new batches, claimed work.
+
+use vllm_batch_core::{BatchError, BatchId, CompletionWindow, Endpoint, FileId, Metadata, Usage};
+
+/// One page of a cursor-paginated list.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+/// `GET /v1/files` parameters.
+#[derive(Debug, Clone)]
+pub struct FileListQuery {
+    pub purpose: Option<String>,
+    pub limit: i64,
+    pub after: Option<FileId>,
+    /// true: oldest first.
+    pub ascending: bool,
+}
+
+/// A batch as `POST /v1/batches` creates it.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub id: BatchId,
+    pub endpoint: Endpoint,
+    pub input_file_id: FileId,
+    pub completion_window: CompletionWindow,
+    pub metadata: Option<Metadata>,
+    pub output_expires_after: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A validation or finalization job held on a batch.
+#[derive(Debug, Clone)]
+pub struct BatchJob {
+    pub batch_id: BatchId,
+    pub fence: i64,
+}
+
+/// One contiguous range of input lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkSpec {
+    pub idx: i64,
+    pub first_line: i64,
+    pub line_count: i64,
+    pub byte_start: i64,
+    pub byte_end: i64,
+}
+
+/// The result of validating an input file.
+#[derive(Debug, Clone)]
+pub enum ValidationOutcome {
+    Valid { model: String, total: i64, chunks: Vec<ChunkSpec> },
+    Invalid { errors: Vec<BatchError> },
+}
+
+/// A chunk claimed by a worker: its lines, the batch's context and the fence of this claim.
+#[derive(Debug, Clone)]
+pub struct ChunkLease {
+    pub batch_id: BatchId,
+    pub input_file_id: FileId,
+    pub endpoint: Endpoint,
+    pub model: String,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub chunk: ChunkSpec,
+    pub fence: i64,
+}
+
+/// What a heartbeat reports of one held chunk.
+#[derive(Debug, Clone)]
+pub struct ChunkBeat {
+    pub batch_id: BatchId,
+    pub idx: i64,
+    pub fence: i64,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+/// Whether a lease is still ours, and whether its batch should stop dispatching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeatAnswer {
+    Held,
+    /// Held, but the batch is being cancelled: stop sending its lines.
+    Cancelling,
+    /// Another worker took the chunk (or it was abandoned): drop it.
+    Lost,
+}
+
+/// A finished chunk's counts and usage (its parts are already in the file store).
+#[derive(Debug, Clone, Default)]
+pub struct ChunkOutcome {
+    pub completed: i64,
+    pub failed: i64,
+    pub usage: Usage,
+}
+
+/// How a batch ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalizeMode {
+    /// Every chunk is done.
+    Complete,
+    /// Cancelled: unfinished lines become `batch_cancelled`.
+    Cancel,
+    /// The completion window passed: unfinished lines become `batch_expired`.
+    Expire,
+}
+
+/// A finalization claimed by a worker. `chunks` lists every chunk in order with the fence of
+/// its stored parts (`None` for a chunk abandoned to cancellation or expiry).
+#[derive(Debug, Clone)]
+pub struct FinalizeJob {
+    pub job: BatchJob,
+    pub mode: FinalizeMode,
+    pub input_file_id: FileId,
+    pub output_file_id: FileId,
+    pub error_file_id: FileId,
+    pub output_expires_at: Option<i64>,
+    pub chunks: Vec<(ChunkSpec, Option<i64>)>,
+}
+
+/// The files finalization wrote, and the counts of lines it turned into errors.
+#[derive(Debug, Clone, Default)]
+pub struct FinalizeOutcome {
+    pub output_bytes: Option<i64>,
+    pub error_bytes: Option<i64>,
+    pub extra_failed: i64,
+}
+
+/// Storage key of a file's body.
+pub fn file_key(id: &FileId) -> String {
+    format!("files/{id}")
+}
+
+/// Storage key of one chunk's output (`out`) or error (`err`) part under one fence.
+pub fn part_key(batch: &BatchId, idx: i64, fence: i64, kind: &str) -> String {
+    format!("parts/{batch}/{idx:08}-{fence}.{kind}.jsonl")
+}

@@ -1,0 +1,574 @@
+//! The SQLite `Store`: WAL mode, a busy timeout, migrations from `migrations/sqlite/`.
+//!
+//! SQLite serialises writers. Every transaction here starts with a write, so it takes the write
+//! lock up front and waits on the busy timeout instead of failing on a lock upgrade; several
+//! processes (`serve` plus standalone `worker`s) can share one database file.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use vllm_batch_core::time::{unix_now, unix_now_ms};
+use vllm_batch_core::{Batch, BatchId, BatchStatus, FileId, FileObject};
+
+use crate::model::*;
+use crate::rows::{batch_from_row, file_from_row, BATCH_COLUMNS};
+use crate::{Result, Store, StoreError};
+
+/// The embedded store: one SQLite file.
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The batch row with its live counts: committed counts plus the progress of leased chunks.
+    async fn fetch_batch(&self, id: &str) -> Result<Option<Batch>> {
+        let sql = format!("SELECT {BATCH_COLUMNS} FROM batches b WHERE b.id = ?");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| batch_from_row(&r)).transpose()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_file(&self, f: &FileObject) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO files (id, bytes, created_at, expires_at, filename, purpose, status)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&f.id)
+        .bind(f.bytes)
+        .bind(f.created_at)
+        .bind(f.expires_at)
+        .bind(&f.filename)
+        .bind(&f.purpose)
+        .bind(&f.status)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_file(&self, id: &FileId) -> Result<Option<FileObject>> {
+        let row = sqlx::query("SELECT * FROM files WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await?;
+        row.map(|r| file_from_row(&r)).transpose()
+    }
+
+    async fn list_files(&self, q: &FileListQuery) -> Result<Page<FileObject>> {
+        let (cmp, order) = if q.ascending { (">", "ASC") } else { ("<", "DESC") };
+        let sql = format!(
+            "SELECT * FROM files
+             WHERE (?1 IS NULL OR purpose = ?1)
+               AND (?2 IS NULL OR seq {cmp} (SELECT seq FROM files WHERE id = ?2))
+             ORDER BY seq {order} LIMIT ?3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(q.purpose.as_deref())
+            .bind(q.after.as_ref().map(|a| a.as_str()))
+            .bind(q.limit + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut items = rows.iter().map(file_from_row).collect::<Result<Vec<_>>>()?;
+        let has_more = items.len() as i64 > q.limit;
+        items.truncate(q.limit as usize);
+        Ok(Page { items, has_more })
+    }
+
+    async fn delete_file(&self, id: &FileId) -> Result<bool> {
+        let busy: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM batches WHERE input_file_id = ?
+               AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling') LIMIT 1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(batch) = busy {
+            return Err(StoreError::Conflict(format!(
+                "File {id} is the input of batch {batch}, which has not finished; cancel it or wait for it to end first"
+            )));
+        }
+        let done = sqlx::query("DELETE FROM files WHERE id = ?").bind(id.as_str()).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_batch(&self, b: &NewBatch) -> Result<Batch> {
+        let metadata = b.metadata.as_ref().map(|m| serde_json::to_string(m).expect("metadata serialises"));
+        sqlx::query(
+            "INSERT INTO batches (id, endpoint, input_file_id, completion_window, status,
+                 planned_output_file_id, planned_error_file_id, output_expires_after, metadata,
+                 created_at, expires_at)
+             VALUES (?, ?, ?, ?, 'validating', ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(b.id.as_str())
+        .bind(b.endpoint.as_str())
+        .bind(b.input_file_id.as_str())
+        .bind(b.completion_window.as_str())
+        .bind(FileId::generate().as_str())
+        .bind(FileId::generate().as_str())
+        .bind(b.output_expires_after)
+        .bind(metadata)
+        .bind(b.created_at)
+        .bind(b.created_at + b.completion_window.seconds())
+        .execute(&self.pool)
+        .await?;
+        self.fetch_batch(b.id.as_str()).await?.ok_or_else(|| StoreError::Corrupt("inserted batch vanished".into()))
+    }
+
+    async fn get_batch(&self, id: &BatchId) -> Result<Option<Batch>> {
+        self.fetch_batch(id.as_str()).await
+    }
+
+    async fn list_batches(&self, after: Option<&BatchId>, limit: i64) -> Result<Page<Batch>> {
+        let sql = format!(
+            "SELECT {BATCH_COLUMNS} FROM batches b
+             WHERE (?1 IS NULL OR b.seq < (SELECT seq FROM batches WHERE id = ?1))
+             ORDER BY b.seq DESC LIMIT ?2"
+        );
+        let rows = sqlx::query(&sql).bind(after.map(|a| a.as_str())).bind(limit + 1).fetch_all(&self.pool).await?;
+        let mut items = rows.iter().map(batch_from_row).collect::<Result<Vec<_>>>()?;
+        let has_more = items.len() as i64 > limit;
+        items.truncate(limit as usize);
+        Ok(Page { items, has_more })
+    }
+
+    async fn request_cancel(&self, id: &BatchId) -> Result<Option<Batch>> {
+        let now = unix_now();
+        // One statement, so a validator finishing at the same moment either sees `cancelled`
+        // (its fenced update matches nothing) or has already moved the batch to `in_progress`.
+        sqlx::query(
+            "UPDATE batches SET
+                 status = CASE status WHEN 'validating' THEN 'cancelled' ELSE 'cancelling' END,
+                 cancelling_at = ?2,
+                 cancelled_at = CASE status WHEN 'validating' THEN ?2 ELSE cancelled_at END
+             WHERE id = ?1 AND status IN ('validating', 'in_progress')",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let Some(batch) = self.fetch_batch(id.as_str()).await? else { return Ok(None) };
+        match batch.status {
+            BatchStatus::Cancelling | BatchStatus::Cancelled => Ok(Some(batch)),
+            other => Err(StoreError::Conflict(format!("Cannot cancel a batch with status {other}."))),
+        }
+    }
+
+    async fn claim_validation(&self, worker: &str, lease_ms: i64) -> Result<Option<BatchJob>> {
+        let now = unix_now_ms();
+        // Closes the race of two workers validating one batch: the sub-select and the update
+        // are one statement, and the new fence makes the loser's later writes match nothing.
+        let row = sqlx::query(
+            "UPDATE batches SET job_owner = ?1, job_lease_until = ?2, job_fence = job_fence + 1
+             WHERE id = (SELECT id FROM batches WHERE status = 'validating'
+                           AND (job_lease_until IS NULL OR job_lease_until < ?3)
+                         ORDER BY seq LIMIT 1)
+             RETURNING id, job_fence",
+        )
+        .bind(worker)
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    async fn extend_job(&self, job: &BatchJob, lease_ms: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE batches SET job_lease_until = ? WHERE id = ? AND job_fence = ?")
+            .bind(unix_now_ms() + lease_ms)
+            .bind(job.batch_id.as_str())
+            .bind(job.fence)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_validation(&self, job: &BatchJob, outcome: &ValidationOutcome) -> Result<bool> {
+        let now = unix_now();
+        let mut tx = self.pool.begin().await?;
+        let updated = match outcome {
+            ValidationOutcome::Valid { model, total, .. } => sqlx::query(
+                "UPDATE batches SET status = 'in_progress', in_progress_at = ?, model = ?, total = ?,
+                     job_owner = NULL, job_lease_until = NULL
+                 WHERE id = ? AND job_fence = ? AND status = 'validating'",
+            )
+            .bind(now)
+            .bind(model)
+            .bind(total),
+            ValidationOutcome::Invalid { errors } => sqlx::query(
+                "UPDATE batches SET status = 'failed', failed_at = ?, errors = ?, job_owner = NULL,
+                     job_lease_until = NULL
+                 WHERE id = ? AND job_fence = ? AND status = 'validating'",
+            )
+            .bind(now)
+            .bind(serde_json::to_string(errors).expect("errors serialise")),
+        }
+        .bind(job.batch_id.as_str())
+        .bind(job.fence)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let ValidationOutcome::Valid { chunks, .. } = outcome {
+            for c in chunks {
+                sqlx::query(
+                    "INSERT INTO chunks (batch_id, idx, first_line, line_count, byte_start, byte_end)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(job.batch_id.as_str())
+                .bind(c.idx)
+                .bind(c.first_line)
+                .bind(c.line_count)
+                .bind(c.byte_start)
+                .bind(c.byte_end)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_chunk(&self, worker: &str, lease_ms: i64) -> Result<Option<ChunkLease>> {
+        let now_ms = unix_now_ms();
+        let mut tx = self.pool.begin().await?;
+        // The claim is one UPDATE over a sub-select, so two workers can never both take a chunk;
+        // the fence increment invalidates whatever the previous holder (whose lease expired)
+        // still tries to write. Batches are taken in order of their last claim: fair rotation.
+        let row = sqlx::query(
+            "UPDATE chunks SET state = 'leased', owner = ?1, lease_until = ?2, fence = fence + 1,
+                 completed = 0, failed = 0
+             WHERE rowid = (
+                 SELECT c.rowid FROM chunks c
+                 WHERE c.batch_id = (
+                     SELECT b.id FROM batches b
+                     WHERE b.status = 'in_progress' AND b.expires_at > ?4
+                       AND EXISTS (SELECT 1 FROM chunks x WHERE x.batch_id = b.id
+                                     AND (x.state = 'pending' OR (x.state = 'leased' AND x.lease_until < ?3)))
+                     ORDER BY b.last_claim_ms, b.seq LIMIT 1)
+                   AND (c.state = 'pending' OR (c.state = 'leased' AND c.lease_until < ?3))
+                 ORDER BY c.idx LIMIT 1)
+             RETURNING batch_id, idx, first_line, line_count, byte_start, byte_end, fence",
+        )
+        .bind(worker)
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(unix_now())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let batch_id: String = row.try_get("batch_id")?;
+        let batch = sqlx::query(
+            "UPDATE batches SET last_claim_ms = ? WHERE id = ?
+             RETURNING input_file_id, endpoint, model, expires_at, created_at",
+        )
+        .bind(now_ms)
+        .bind(&batch_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(ChunkLease {
+            batch_id: parse(&batch_id)?,
+            input_file_id: parse(&batch.try_get::<String, _>("input_file_id")?)?,
+            endpoint: parse(&batch.try_get::<String, _>("endpoint")?)?,
+            model: batch.try_get::<Option<String>, _>("model")?.unwrap_or_default(),
+            expires_at: batch.try_get("expires_at")?,
+            created_at: batch.try_get("created_at")?,
+            chunk: chunk_from_row(&row)?,
+            fence: row.try_get("fence")?,
+        }))
+    }
+
+    async fn heartbeat(&self, beats: &[ChunkBeat], lease_ms: i64) -> Result<Vec<BeatAnswer>> {
+        let until = unix_now_ms() + lease_ms;
+        let mut answers = Vec::with_capacity(beats.len());
+        for beat in beats {
+            // Fenced: a worker whose chunk was re-claimed extends nothing and learns it is Lost.
+            let status: Option<String> = sqlx::query_scalar(
+                "UPDATE chunks SET lease_until = ?, completed = ?, failed = ?
+                 WHERE batch_id = ? AND idx = ? AND fence = ? AND state = 'leased'
+                 RETURNING (SELECT status FROM batches WHERE id = chunks.batch_id)",
+            )
+            .bind(until)
+            .bind(beat.completed)
+            .bind(beat.failed)
+            .bind(beat.batch_id.as_str())
+            .bind(beat.idx)
+            .bind(beat.fence)
+            .fetch_optional(&self.pool)
+            .await?;
+            answers.push(match status.as_deref() {
+                None => BeatAnswer::Lost,
+                Some("in_progress") => BeatAnswer::Held,
+                Some(_) => BeatAnswer::Cancelling,
+            });
+        }
+        Ok(answers)
+    }
+
+    async fn complete_chunk(&self, lease: &ChunkLease, r: &ChunkOutcome) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE chunks SET state = 'done', done_fence = fence, owner = NULL, lease_until = NULL,
+                 completed = ?, failed = ?
+             WHERE batch_id = ? AND idx = ? AND fence = ? AND state = 'leased'",
+        )
+        .bind(r.completed)
+        .bind(r.failed)
+        .bind(lease.batch_id.as_str())
+        .bind(lease.chunk.idx)
+        .bind(lease.fence)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let u = &r.usage;
+        sqlx::query(
+            "UPDATE batches SET completed = completed + ?, failed = failed + ?,
+                 input_tokens = input_tokens + ?, cached_tokens = cached_tokens + ?,
+                 output_tokens = output_tokens + ?, reasoning_tokens = reasoning_tokens + ?,
+                 total_tokens = total_tokens + ?
+             WHERE id = ?",
+        )
+        .bind(r.completed)
+        .bind(r.failed)
+        .bind(u.input_tokens)
+        .bind(u.input_tokens_details.cached_tokens)
+        .bind(u.output_tokens)
+        .bind(u.output_tokens_details.reasoning_tokens)
+        .bind(u.total_tokens)
+        .bind(lease.batch_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_chunk(&self, lease: &ChunkLease) -> Result<()> {
+        sqlx::query(
+            "UPDATE chunks SET state = 'pending', owner = NULL, lease_until = NULL, fence = fence + 1,
+                 completed = 0, failed = 0
+             WHERE batch_id = ? AND idx = ? AND fence = ? AND state = 'leased'",
+        )
+        .bind(lease.batch_id.as_str())
+        .bind(lease.chunk.idx)
+        .bind(lease.fence)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_finalization(&self, worker: &str, lease_ms: i64) -> Result<Option<FinalizeJob>> {
+        let now_ms = unix_now_ms();
+        let now = unix_now();
+        // Candidates: every chunk done; or cancelling/expired with no chunk under a live lease
+        // (a live holder is still finishing its in-flight requests).
+        let candidates: Vec<(String, String)> = sqlx::query_as(
+            "SELECT b.id, b.status FROM batches b
+             WHERE (b.job_lease_until IS NULL OR b.job_lease_until < ?1)
+               AND (
+                 (b.status IN ('in_progress', 'finalizing')
+                    AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.batch_id = b.id AND c.state <> 'done'))
+                 OR ((b.status = 'cancelling' OR (b.status = 'in_progress' AND b.expires_at <= ?2))
+                    AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.batch_id = b.id
+                                      AND c.state = 'leased' AND c.lease_until >= ?1)))
+             ORDER BY b.seq LIMIT 8",
+        )
+        .bind(now_ms)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, status) in candidates {
+            let mut tx = self.pool.begin().await?;
+            // Fenced claim of the batch job; the status check closes the race with a cancel.
+            let claimed: Option<i64> = sqlx::query_scalar(
+                "UPDATE batches SET job_owner = ?, job_lease_until = ?, job_fence = job_fence + 1
+                 WHERE id = ? AND status = ? AND (job_lease_until IS NULL OR job_lease_until < ?)
+                 RETURNING job_fence",
+            )
+            .bind(worker)
+            .bind(now_ms + lease_ms)
+            .bind(&id)
+            .bind(&status)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(fence) = claimed else { continue };
+            // Chunks nobody holds any more are abandoned under a new fence, so a worker that
+            // wakes up late cannot complete them after their lines were written as errors.
+            sqlx::query(
+                "UPDATE chunks SET state = 'abandoned', fence = fence + 1, owner = NULL
+                 WHERE batch_id = ? AND (state = 'pending' OR (state = 'leased' AND lease_until < ?))",
+            )
+            .bind(&id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE batch_id = ? AND state = 'leased'")
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let abandoned: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE batch_id = ? AND state = 'abandoned'")
+                    .bind(&id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let mode = match status.as_str() {
+                "cancelling" => FinalizeMode::Cancel,
+                _ if abandoned == 0 && live == 0 => FinalizeMode::Complete,
+                _ => FinalizeMode::Expire,
+            };
+            if live > 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            if mode == FinalizeMode::Complete {
+                sqlx::query(
+                    "UPDATE batches SET status = 'finalizing', finalizing_at = COALESCE(finalizing_at, ?) WHERE id = ?",
+                )
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let b = sqlx::query(
+                "SELECT input_file_id, planned_output_file_id, planned_error_file_id, created_at,
+                        output_expires_after FROM batches WHERE id = ?",
+            )
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let chunk_rows = sqlx::query(
+                "SELECT idx, first_line, line_count, byte_start, byte_end, state, done_fence
+                 FROM chunks WHERE batch_id = ? ORDER BY idx",
+            )
+            .bind(&id)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let mut chunks = Vec::with_capacity(chunk_rows.len());
+            for r in &chunk_rows {
+                let state: String = r.try_get("state")?;
+                let fence = if state == "done" { r.try_get("done_fence")? } else { None };
+                chunks.push((chunk_from_row(r)?, fence));
+            }
+            let created_at: i64 = b.try_get("created_at")?;
+            let expires_after: Option<i64> = b.try_get("output_expires_after")?;
+            return Ok(Some(FinalizeJob {
+                job: BatchJob { batch_id: parse(&id)?, fence },
+                mode,
+                input_file_id: parse(&b.try_get::<String, _>("input_file_id")?)?,
+                output_file_id: parse(&b.try_get::<String, _>("planned_output_file_id")?)?,
+                error_file_id: parse(&b.try_get::<String, _>("planned_error_file_id")?)?,
+                output_expires_at: expires_after.map(|s| created_at + s),
+                chunks,
+            }));
+        }
+        Ok(None)
+    }
+
+    async fn finish_finalization(&self, job: &FinalizeJob, done: &FinalizeOutcome) -> Result<bool> {
+        let now = unix_now();
+        let (status, stamp) = match job.mode {
+            FinalizeMode::Complete => ("completed", "completed_at"),
+            FinalizeMode::Cancel => ("cancelled", "cancelled_at"),
+            FinalizeMode::Expire => ("expired", "expired_at"),
+        };
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE batches SET status = ?, {stamp} = ?, failed = failed + ?,
+                 output_file_id = ?, error_file_id = ?, job_owner = NULL, job_lease_until = NULL
+             WHERE id = ? AND job_fence = ?
+               AND status IN ('in_progress', 'finalizing', 'cancelling')"
+        );
+        let updated = sqlx::query(&sql)
+            .bind(status)
+            .bind(now)
+            .bind(done.extra_failed)
+            .bind(done.output_bytes.map(|_| job.output_file_id.as_str()))
+            .bind(done.error_bytes.map(|_| job.error_file_id.as_str()))
+            .bind(job.job.batch_id.as_str())
+            .bind(job.job.fence)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let outputs =
+            [(&job.output_file_id, done.output_bytes, "output"), (&job.error_file_id, done.error_bytes, "error")];
+        for (id, bytes, kind) in outputs {
+            let Some(bytes) = bytes else { continue };
+            sqlx::query(
+                "INSERT OR IGNORE INTO files (id, bytes, created_at, expires_at, filename, purpose, status)
+                 VALUES (?, ?, ?, ?, ?, 'batch_output', 'processed')",
+            )
+            .bind(id.as_str())
+            .bind(bytes)
+            .bind(now)
+            .bind(job.output_expires_at)
+            .bind(format!("{}_{kind}.jsonl", job.job.batch_id))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_job(&self, job: &BatchJob) -> Result<()> {
+        sqlx::query("UPDATE batches SET job_owner = NULL, job_lease_until = NULL WHERE id = ? AND job_fence = ?")
+            .bind(job.batch_id.as_str())
+            .bind(job.fence)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn parse<T: FromStr>(s: &str) -> Result<T> {
+    s.parse().map_err(|_| StoreError::Corrupt(format!("unparsable value {s:?}")))
+}
+
+fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<BatchJob> {
+    Ok(BatchJob { batch_id: parse(&r.try_get::<String, _>("id")?)?, fence: r.try_get("job_fence")? })
+}
+
+fn chunk_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ChunkSpec> {
+    Ok(ChunkSpec {
+        idx: r.try_get("idx")?,
+        first_line: r.try_get("first_line")?,
+        line_count: r.try_get("line_count")?,
+        byte_start: r.try_get("byte_start")?,
+        byte_end: r.try_get("byte_end")?,
+    })
+}

@@ -1,0 +1,306 @@
+//! Processing one claimed chunk: read its byte range, send every line upstream under the shared
+//! in-flight limit, stream results into the chunk's output and error parts, then complete the
+//! chunk in one fenced transaction.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+use vllm_batch_core::batch::{InputTokensDetails, OutputTokensDetails};
+use vllm_batch_core::line::{is_blank, trim_line, RequestLine};
+use vllm_batch_core::output::{error_line, output_line, LineFailure};
+use vllm_batch_core::time::unix_now_ms;
+use vllm_batch_core::Usage;
+use vllm_batch_store::{file_key, part_key, BlobWriter, ChunkBeat, ChunkLease, ChunkOutcome};
+
+use crate::dispatch::{send, Outcome};
+use crate::Shared;
+
+/// Why dispatch of a chunk stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// The batch is being cancelled: unsent lines become `batch_cancelled`.
+    Cancelled,
+    /// The completion window passed: unsent lines become `batch_expired`.
+    Expired,
+    /// Another worker owns the chunk now: drop everything.
+    Lost,
+    /// Shutting down: hand the chunk back.
+    Release,
+}
+
+/// A held chunk as the heartbeat and the dispatch tasks see it.
+pub(crate) struct ChunkState {
+    pub lease: ChunkLease,
+    completed: AtomicI64,
+    failed: AtomicI64,
+    /// Lines not yet on the wire (they count in the worker's backlog).
+    undispatched: AtomicI64,
+    stop: watch::Sender<Option<StopReason>>,
+}
+
+impl ChunkState {
+    pub fn new(lease: &ChunkLease) -> Arc<Self> {
+        Arc::new(ChunkState {
+            lease: lease.clone(),
+            completed: AtomicI64::new(0),
+            failed: AtomicI64::new(0),
+            undispatched: AtomicI64::new(lease.chunk.line_count),
+            stop: watch::channel(None).0,
+        })
+    }
+
+    pub fn key(&self) -> (String, i64) {
+        (self.lease.batch_id.to_string(), self.lease.chunk.idx)
+    }
+
+    pub fn beat(&self) -> ChunkBeat {
+        ChunkBeat {
+            batch_id: self.lease.batch_id.clone(),
+            idx: self.lease.chunk.idx,
+            fence: self.lease.fence,
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops dispatch. Losing the lease or releasing it outranks cancellation and expiry.
+    pub fn stop(&self, reason: StopReason) {
+        self.stop.send_if_modified(|cur| match (*cur, reason) {
+            (None, _) | (Some(StopReason::Cancelled | StopReason::Expired), StopReason::Lost | StopReason::Release) => {
+                *cur = Some(reason);
+                true
+            }
+            _ => false,
+        });
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        *self.stop.borrow()
+    }
+
+    fn time_to_expiry(&self) -> Duration {
+        Duration::from_millis((self.lease.expires_at * 1000 - unix_now_ms()).max(0) as u64)
+    }
+
+    /// Resolves when dispatch must stop, including when the completion window passes.
+    pub async fn stopped(&self) -> StopReason {
+        let mut rx = self.stop.subscribe();
+        tokio::select! {
+            r = rx.wait_for(|r| r.is_some()) => r.map(|r| r.expect("waited for Some")).unwrap_or(StopReason::Lost),
+            _ = tokio::time::sleep(self.time_to_expiry()) => {
+                self.stop(StopReason::Expired);
+                self.reason().unwrap_or(StopReason::Expired)
+            }
+        }
+    }
+
+    /// Called once per line when its request first goes on the wire.
+    pub fn dispatched(&self, s: &Shared) {
+        self.undispatched.fetch_sub(1, Ordering::AcqRel);
+        s.backlog.fetch_sub(1, Ordering::AcqRel);
+        s.wake.notify_one();
+    }
+}
+
+enum Part {
+    Out(Vec<u8>),
+    Err(Vec<u8>),
+}
+
+/// Runs a chunk to its end and always gives its backlog and registry entry back.
+pub(crate) async fn process(s: Arc<Shared>, lease: ChunkLease, state: Arc<ChunkState>) {
+    let started = std::time::Instant::now();
+    match run(&s, &lease, &state).await {
+        Ok(true) => debug!(elapsed_ms = started.elapsed().as_millis() as u64, "chunk completed"),
+        Ok(false) => warn!(reason = ?state.reason(), "chunk not completed; another worker will take it"),
+        Err(e) => warn!(error = %e, "chunk failed; its lease will expire and it will be retried"),
+    }
+    s.held.lock().unwrap().remove(&state.key());
+    s.backlog.fetch_sub(state.undispatched.swap(0, Ordering::AcqRel), Ordering::AcqRel);
+    s.wake.notify_one();
+}
+
+/// The lines of a chunk, each as its custom id and its body (a slice of the chunk's bytes).
+fn split_lines(data: &Bytes, first_is_file_start: bool) -> Result<Vec<(String, Bytes)>, String> {
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for raw in data.split(|&b| b == b'\n') {
+        let line = trim_line(raw, first_is_file_start && start == 0);
+        let line_offset = start + (line.as_ptr() as usize - raw.as_ptr() as usize);
+        start += raw.len() + 1;
+        if is_blank(line) {
+            continue;
+        }
+        let parsed: RequestLine<'_> =
+            serde_json::from_slice(line).map_err(|e| format!("validated line no longer parses: {e}"))?;
+        let body_offset = line_offset + (parsed.body.get().as_ptr() as usize - line.as_ptr() as usize);
+        let body = data.slice(body_offset..body_offset + parsed.body.get().len());
+        out.push((parsed.custom_id.into_owned(), body));
+    }
+    Ok(out)
+}
+
+async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vllm_batch_store::Result<bool> {
+    let c = &lease.chunk;
+    let data = s.files.read_range(&file_key(&lease.input_file_id), c.byte_start as u64, c.byte_end as u64).await?;
+    let lines = split_lines(&Bytes::from(data), c.first_line == 1).map_err(vllm_batch_store::StoreError::Corrupt)?;
+    let out = s.files.writer(&part_key(&lease.batch_id, c.idx, lease.fence, "out")).await?;
+    let err = s.files.writer(&part_key(&lease.batch_id, c.idx, lease.fence, "err")).await?;
+    let (tx, rx) = mpsc::channel::<Part>(1024);
+    let commit = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_parts(rx, out, err, commit.clone()));
+
+    let upstream = s.router.pick(&lease.model);
+    let usage = Arc::new(Mutex::new(Usage::default()));
+    let mut tasks = JoinSet::new();
+    for (custom_id, body) in lines {
+        let (s, state, tx, usage) = (s.clone(), state.clone(), tx.clone(), usage.clone());
+        tasks.spawn(async move {
+            let part = match send(&s, &state, upstream, body).await {
+                Outcome::Success { status, request_id, body } => {
+                    add_usage(&usage, &body);
+                    state.completed.fetch_add(1, Ordering::Relaxed);
+                    let raw: &RawValue = serde_json::from_slice(&body).expect("checked to be JSON");
+                    Part::Out(output_line(&custom_id, status, &request_id, raw))
+                }
+                Outcome::Failure { code, message, response } => {
+                    state.failed.fetch_add(1, Ordering::Relaxed);
+                    let resp = response.as_ref().map(|(st, id, b)| {
+                        (*st, id.as_str(), serde_json::from_slice::<&RawValue>(b).expect("JSON by construction"))
+                    });
+                    Part::Err(error_line(&custom_id, resp, LineFailure { code, message: &message }))
+                }
+                Outcome::Stopped(StopReason::Cancelled) => {
+                    state.failed.fetch_add(1, Ordering::Relaxed);
+                    Part::Err(error_line(
+                        &custom_id,
+                        None,
+                        LineFailure {
+                            code: "batch_cancelled",
+                            message: "The batch was cancelled before this request was sent.",
+                        },
+                    ))
+                }
+                Outcome::Stopped(StopReason::Expired) => {
+                    state.failed.fetch_add(1, Ordering::Relaxed);
+                    Part::Err(error_line(
+                        &custom_id,
+                        None,
+                        LineFailure {
+                            code: "batch_expired",
+                            message: "The batch expired before this request was completed.",
+                        },
+                    ))
+                }
+                Outcome::Stopped(StopReason::Lost | StopReason::Release) => return,
+            };
+            let _ = tx.send(part).await;
+        });
+    }
+    drop(tx);
+    while let Some(res) = tasks.join_next().await {
+        if let Err(e) = res {
+            warn!(error = %e, "request task failed");
+        }
+    }
+    if matches!(state.reason(), Some(StopReason::Lost | StopReason::Release)) {
+        writer.abort();
+        return Ok(false);
+    }
+    commit.store(true, Ordering::Release);
+    writer.await.map_err(|e| std::io::Error::other(e.to_string()))??;
+    let outcome = ChunkOutcome {
+        completed: state.completed.load(Ordering::Relaxed),
+        failed: state.failed.load(Ordering::Relaxed),
+        usage: *usage.lock().unwrap(),
+    };
+    s.store.complete_chunk(lease, &outcome).await
+}
+
+/// Owns the chunk's two part writers; commits them only when told the chunk is complete.
+async fn write_parts(
+    mut rx: mpsc::Receiver<Part>,
+    mut out: Box<dyn BlobWriter>,
+    mut err: Box<dyn BlobWriter>,
+    commit: Arc<AtomicBool>,
+) -> vllm_batch_store::Result<()> {
+    while let Some(part) = rx.recv().await {
+        match part {
+            Part::Out(line) => out.write(&line).await?,
+            Part::Err(line) => err.write(&line).await?,
+        }
+    }
+    if commit.load(Ordering::Acquire) {
+        out.commit().await?;
+        err.commit().await?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: i64,
+    #[serde(default)]
+    completion_tokens: i64,
+    #[serde(default)]
+    total_tokens: i64,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+    #[serde(default)]
+    completion_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize, Default)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<i64>,
+    #[serde(default)]
+    reasoning_tokens: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// Adds an upstream response's `usage` to the chunk's sum (OpenAI's batch `usage` names:
+/// prompt → input, completion → output).
+fn add_usage(sum: &Mutex<Usage>, body: &[u8]) {
+    let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(body) else { return };
+    let mut s = sum.lock().unwrap();
+    s.input_tokens += u.prompt_tokens;
+    s.output_tokens += u.completion_tokens;
+    s.total_tokens += u.total_tokens;
+    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
+    let reasoning = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0);
+    s.input_tokens_details = InputTokensDetails { cached_tokens: s.input_tokens_details.cached_tokens + cached };
+    s.output_tokens_details =
+        OutputTokensDetails { reasoning_tokens: s.output_tokens_details.reasoning_tokens + reasoning };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_lines_into_ids_and_verbatim_bodies() {
+        let data = Bytes::from_static(
+            b"\xEF\xBB\xBF{\"custom_id\":\"a\",\"body\":{\"x\": 1}}\r\n\n{\"body\":{\"y\":[2]},\"custom_id\":\"b\"}\n",
+        );
+        let lines = split_lines(&data, true).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].0, "a");
+        assert_eq!(&lines[0].1[..], b"{\"x\": 1}");
+        assert_eq!(lines[1].0, "b");
+        assert_eq!(&lines[1].1[..], b"{\"y\":[2]}");
+    }
+}

@@ -1,0 +1,59 @@
+//! Worker settings (filled from the CLI's flags).
+
+use std::time::Duration;
+
+/// How a worker claims, sends and retries.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique per process: recorded as the owner of its leases.
+    pub worker_id: String,
+    /// Lines per chunk, fixed at validation.
+    pub chunk_size: usize,
+    /// Most requests in flight to one upstream at once.
+    pub max_in_flight: usize,
+    /// Most lines in one input file.
+    pub max_lines: u64,
+    /// Longest input line in bytes.
+    pub max_line_bytes: usize,
+    pub request_timeout: Duration,
+    /// Retries after the first attempt, for transient failures.
+    pub max_retries: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub drain_timeout: Duration,
+    pub max_held_chunks: usize,
+}
+
+impl WorkerConfig {
+    pub fn lease_ms(&self) -> i64 {
+        self.lease.as_millis() as i64
+    }
+
+    /// Three beats per lease, and at least one a second so progress stays live.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.lease / 3).min(Duration::from_secs(1))
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+            chunk_size: 500,
+            max_in_flight: 256,
+            max_lines: 1_000_000,
+            max_line_bytes: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(600),
+            max_retries: 8,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(30),
+            max_held_chunks: 8,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Sending one request upstream: per-request timeout, retries with capped exponential backoff
+//! and full jitter honouring `Retry-After`, on connect errors, timeouts, 408, 429 and 5xx.
+//! Other 4xx answers are final.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::StatusCode;
+
+use crate::chunk::{ChunkState, StopReason};
+use crate::Shared;
+
+/// How a request ended.
+pub(crate) enum Outcome {
+    /// 2xx with a JSON body.
+    Success { status: u16, request_id: String, body: Bytes },
+    /// A final answer that is not a success: a 4xx, or the last transient failure.
+    Failure { code: &'static str, message: String, response: Option<(u16, String, Bytes)> },
+    /// Dispatch was stopped before the request got an answer.
+    Stopped(StopReason),
+}
+
+/// One attempt's result.
+enum Attempt {
+    Done(Outcome),
+    Transient { message: String, retry_after: Option<Duration>, response: Option<(u16, String, Bytes)> },
+}
+
+/// Sends `body` to `upstream`, retrying transient failures; holds an in-flight slot only while
+/// a request is actually on the wire.
+pub(crate) async fn send(s: &Shared, state: &ChunkState, upstream: usize, body: Bytes) -> Outcome {
+    let url = format!("{}{}", s.router.upstreams.specs()[upstream].base_url, state.lease.endpoint.upstream_path());
+    let mut attempt: u32 = 0;
+    loop {
+        let permit = tokio::select! {
+            p = s.router.acquire(upstream) => p,
+            reason = state.stopped() => return Outcome::Stopped(reason),
+        };
+        if attempt == 0 {
+            state.dispatched(s);
+        }
+        let result = attempt_once(s, &url, body.clone()).await;
+        drop(permit);
+        let (message, retry_after, response) = match result {
+            Attempt::Done(outcome) => return outcome,
+            Attempt::Transient { message, retry_after, response } => (message, retry_after, response),
+        };
+        if attempt >= s.config.max_retries {
+            return Outcome::Failure {
+                code: "upstream_error",
+                message: format!("{message} (gave up after {} attempts)", attempt + 1),
+                response,
+            };
+        }
+        let wait = backoff(s, attempt, retry_after);
+        tracing::debug!(attempt, ?wait, %message, "transient upstream failure; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            reason = state.stopped() => return Outcome::Stopped(reason),
+        }
+        attempt += 1;
+    }
+}
+
+async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
+    let req = s
+        .router
+        .upstreams
+        .authorize(s.router.upstreams.client().post(url))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .timeout(s.config.request_timeout)
+        .body(body);
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return transient(describe(&e), None, None),
+    };
+    let status = resp.status();
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4().simple()));
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs >= 0.0)
+        .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
+    let bytes = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return transient(format!("reading the response failed: {}", describe(&e)), None, None),
+    };
+    let is_json = serde_json::from_slice::<&serde_json::value::RawValue>(&bytes).is_ok();
+    if status.is_success() {
+        if is_json {
+            return Attempt::Done(Outcome::Success { status: status.as_u16(), request_id, body: bytes });
+        }
+        return transient(format!("upstream answered {status} with a body that is not JSON"), None, None);
+    }
+    let message = upstream_message(&bytes).unwrap_or_else(|| format!("upstream answered {status}"));
+    let body = if is_json { bytes } else { Bytes::from(serde_json::to_vec(&String::from_utf8_lossy(&bytes)).unwrap()) };
+    let response = Some((status.as_u16(), request_id, body));
+    if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return transient(message, retry_after, response);
+    }
+    Attempt::Done(Outcome::Failure { code: "invalid_request", message, response })
+}
+
+fn transient(message: String, retry_after: Option<Duration>, response: Option<(u16, String, Bytes)>) -> Attempt {
+    Attempt::Transient { message, retry_after, response }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "upstream request timed out".into()
+    } else if e.is_connect() {
+        format!("could not connect to upstream: {e}")
+    } else {
+        format!("upstream connection failed: {e}")
+    }
+}
+
+/// `min(max, base·2^attempt)` with full jitter, but never less than the upstream's `Retry-After`.
+fn backoff(s: &Shared, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = s.config.backoff_base.saturating_mul(1u32 << attempt.min(16));
+    let capped = exp.min(s.config.backoff_max);
+    let jittered = capped.mul_f64(rand::rng().random_range(0.0..=1.0));
+    match retry_after {
+        Some(ra) => ra.max(jittered).min(s.config.backoff_max.max(ra)),
+        None => jittered,
+    }
+}
+
+/// The human message of an upstream error body: OpenAI's `{"error": {"message"}}` or vLLM's
+/// `{"message"}`.
+fn upstream_message(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.pointer("/error/message").or_else(|| v.get("message")).and_then(|m| m.as_str()).map(str::to_string)
+}

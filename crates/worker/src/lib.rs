@@ -1,0 +1,191 @@
+//! The worker: validates new batches, claims chunks of work under leases, sends their requests
+//! to the upstreams with bounded concurrency and retries, heartbeats, and finalizes batches into
+//! their output and error files. Embedded in `vllm-batch serve` or run alone (`vllm-batch worker`).
+
+mod chunk;
+mod config;
+mod dispatch;
+mod finalize;
+mod routing;
+mod validate;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+use vllm_batch_store::{BeatAnswer, ChunkBeat, FileStore, Store};
+use vllm_batch_upstream::Upstreams;
+
+pub use config::WorkerConfig;
+
+use chunk::{ChunkState, StopReason};
+use routing::Router;
+
+/// Everything a worker's tasks share.
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub files: Arc<dyn FileStore>,
+    pub config: WorkerConfig,
+    pub router: Router,
+    /// Lines of held chunks not yet dispatched: the claimer takes a new chunk when this runs
+    /// low, so the upstream never idles at chunk edges.
+    pub backlog: AtomicI64,
+    /// Chunks currently held, for the heartbeat.
+    pub held: Mutex<HashMap<(String, i64), Arc<ChunkState>>>,
+    /// Woken when work may be available (new batch, a dispatch freed room, a chunk finished).
+    pub wake: Arc<Notify>,
+}
+
+/// A worker, ready to run.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    /// `wake` lets an embedding API nudge the worker when a batch is created or cancelled.
+    pub fn new(
+        store: Arc<dyn Store>,
+        files: Arc<dyn FileStore>,
+        upstreams: Upstreams,
+        config: WorkerConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let router = Router::new(upstreams, config.max_in_flight);
+        Worker {
+            shared: Arc::new(Shared {
+                store,
+                files,
+                config,
+                router,
+                backlog: AtomicI64::new(0),
+                held: Mutex::new(HashMap::new()),
+                wake,
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.config.worker_id
+    }
+
+    /// Runs until `shutdown` fires, then drains: no new claims, held chunks get
+    /// `drain_timeout` to finish and are handed back otherwise.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let s = self.shared;
+        info!(worker = %s.config.worker_id, "worker started");
+        let mut tasks = JoinSet::new();
+        tasks.spawn(validate::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("validator")));
+        tasks.spawn(finalize::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("finalizer")));
+        tasks.spawn(heartbeat_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("heartbeat")));
+        tasks.spawn(s.router.clone().refresh_loop(shutdown.clone()).instrument(tracing::info_span!("routing")));
+        let chunks = claim_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("claimer")).await;
+        drain(&s, chunks).await;
+        // The other loops watch `shutdown` themselves.
+        while let Some(res) = tasks.join_next().await {
+            if let Err(e) = res {
+                error!(error = %e, "worker task failed");
+            }
+        }
+        info!(worker = %s.config.worker_id, "worker stopped");
+    }
+}
+
+/// Claims chunks while the backlog is short and spawns one task per chunk.
+async fn claim_loop(s: Arc<Shared>, shutdown: CancellationToken) -> JoinSet<()> {
+    let mut chunks = JoinSet::new();
+    let low_water = s.router.total_capacity() as i64;
+    while !shutdown.is_cancelled() {
+        while let Some(res) = chunks.try_join_next() {
+            if let Err(e) = res {
+                error!(error = %e, "chunk task failed");
+            }
+        }
+        let room = s.backlog.load(Ordering::Acquire) < low_water && chunks.len() < s.config.max_held_chunks;
+        if room {
+            match s.store.claim_chunk(&s.config.worker_id, s.config.lease_ms()).await {
+                Ok(Some(lease)) => {
+                    let state = ChunkState::new(&lease);
+                    s.backlog.fetch_add(lease.chunk.line_count, Ordering::AcqRel);
+                    s.held.lock().unwrap().insert(state.key(), state.clone());
+                    let span = tracing::info_span!("chunk", batch_id = %lease.batch_id, chunk = lease.chunk.idx);
+                    chunks.spawn(chunk::process(s.clone(), lease, state).instrument(span));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "claiming a chunk failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = s.wake.notified() => {}
+            _ = tokio::time::sleep(s.config.poll_interval) => {}
+        }
+    }
+    chunks
+}
+
+/// Graceful shutdown: let held chunks finish within the drain timeout, then hand back the rest.
+async fn drain(s: &Arc<Shared>, mut chunks: JoinSet<()>) {
+    if chunks.is_empty() {
+        return;
+    }
+    info!(held = chunks.len(), "draining held chunks");
+    let deadline = tokio::time::sleep(s.config.drain_timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = chunks.join_next() => if next.is_none() { return },
+            _ = &mut deadline => break,
+        }
+    }
+    let states: Vec<_> = s.held.lock().unwrap().values().cloned().collect();
+    for st in &states {
+        st.stop(StopReason::Release);
+    }
+    chunks.abort_all();
+    while chunks.join_next().await.is_some() {}
+    for st in states {
+        if let Err(e) = s.store.release_chunk(&st.lease).await {
+            warn!(error = %e, batch_id = %st.lease.batch_id, "could not release chunk; its lease will expire");
+        }
+    }
+}
+
+/// Extends the leases of held chunks and reports their progress; stops chunks whose batch is
+/// being cancelled and drops chunks another worker took over.
+async fn heartbeat_loop(s: Arc<Shared>, shutdown: CancellationToken) {
+    let every = s.config.heartbeat_interval();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => if s.held.lock().unwrap().is_empty() { return },
+        }
+        let states: Vec<_> = s.held.lock().unwrap().values().cloned().collect();
+        if states.is_empty() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            continue;
+        }
+        let beats: Vec<ChunkBeat> = states.iter().map(|st| st.beat()).collect();
+        match s.store.heartbeat(&beats, s.config.lease_ms()).await {
+            Ok(answers) => {
+                for (st, answer) in states.iter().zip(answers) {
+                    match answer {
+                        BeatAnswer::Held => {}
+                        BeatAnswer::Cancelling => st.stop(StopReason::Cancelled),
+                        BeatAnswer::Lost => {
+                            warn!(batch_id = %st.lease.batch_id, chunk = st.lease.chunk.idx, "lease lost; dropping chunk");
+                            st.stop(StopReason::Lost);
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "heartbeat failed; retrying"),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Which upstream serves a model, and the one in-flight limit per upstream that every chunk of
+//! every batch shares.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use vllm_batch_upstream::{ModelMap, UpstreamError, Upstreams};
+
+/// How often the model map is refreshed in the background.
+const REFRESH: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub(crate) struct Router {
+    pub upstreams: Upstreams,
+    limits: Arc<Vec<Arc<Semaphore>>>,
+    map: Arc<RwLock<ModelMap>>,
+    max_in_flight: usize,
+}
+
+impl Router {
+    pub fn new(upstreams: Upstreams, max_in_flight: usize) -> Self {
+        let limits = (0..upstreams.specs().len()).map(|_| Arc::new(Semaphore::new(max_in_flight))).collect();
+        Router { upstreams, limits: Arc::new(limits), map: Arc::default(), max_in_flight }
+    }
+
+    /// In-flight requests the worker can have across all upstreams.
+    pub fn total_capacity(&self) -> usize {
+        self.max_in_flight * self.limits.len()
+    }
+
+    /// Asks the upstreams for their models now and remembers the answer.
+    pub async fn discover(&self) -> Result<ModelMap, UpstreamError> {
+        let map = self.upstreams.discover().await?;
+        *self.map.write().unwrap() = map.clone();
+        Ok(map)
+    }
+
+    pub async fn refresh_loop(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.discover().await {
+                tracing::warn!(error = %e, "model discovery failed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(REFRESH) => {}
+            }
+        }
+    }
+
+    /// The upstream for `model` with the most free room; with a single upstream, that one.
+    pub fn pick(&self, model: &str) -> usize {
+        let map = self.map.read().unwrap();
+        match map.routes.get(model) {
+            Some(candidates) if !candidates.is_empty() => {
+                *candidates.iter().max_by_key(|&&i| self.limits[i].available_permits()).expect("non-empty")
+            }
+            _ => 0,
+        }
+    }
+
+    pub async fn acquire(&self, upstream: usize) -> OwnedSemaphorePermit {
+        self.limits[upstream].clone().acquire_owned().await.expect("semaphores are never closed")
+    }
+}

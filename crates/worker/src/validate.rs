@@ -1,0 +1,203 @@
+//! Validation: streams a new batch's input file once, checks every line, splits it into chunks
+//! and moves the batch to `in_progress` — or fails it with `errors.data[]` carrying each error's
+//! code, message and line number. Nothing already stored is touched either way.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::BufReader;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+use vllm_batch_core::line::{is_blank, parse_line, trim_line};
+use vllm_batch_core::{BatchError, Endpoint, LineErrorCode};
+use vllm_batch_store::{file_key, BatchJob, ChunkSpec, LineReader, ValidationOutcome};
+
+use crate::Shared;
+
+/// Most errors recorded for one file; reading stops there.
+const MAX_ERRORS: usize = 100;
+
+pub(crate) async fn run_loop(s: Arc<Shared>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        match s.store.claim_validation(&s.config.worker_id, s.config.lease_ms()).await {
+            Ok(Some(job)) => {
+                let span = tracing::info_span!("validate", batch_id = %job.batch_id);
+                validate_and_record(&s, &job).instrument(span).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "claiming a validation failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = s.wake.notified() => {}
+            _ = tokio::time::sleep(s.config.poll_interval) => {}
+        }
+    }
+}
+
+async fn validate_and_record(s: &Shared, job: &BatchJob) {
+    let outcome = match validate(s, job).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Transient (storage or upstream unreachable): hand the job back and try later.
+            warn!(error = %e, "validation could not run; will retry");
+            let _ = s.store.release_job(job).await;
+            tokio::time::sleep(s.config.poll_interval * 4).await;
+            return;
+        }
+    };
+    match s.store.finish_validation(job, &outcome).await {
+        Ok(true) => match &outcome {
+            ValidationOutcome::Valid { total, chunks, .. } => {
+                info!(total, chunks = chunks.len(), "batch validated");
+                s.wake.notify_waiters();
+            }
+            ValidationOutcome::Invalid { errors } => info!(errors = errors.len(), "batch failed validation"),
+        },
+        Ok(false) => info!("batch changed during validation (cancelled or taken over); result dropped"),
+        Err(e) => warn!(error = %e, "recording validation failed; will retry"),
+    }
+}
+
+fn err(code: LineErrorCode, message: impl Into<String>, param: Option<&str>, line: Option<u64>) -> BatchError {
+    BatchError { code: code.as_str().into(), message: message.into(), param: param.map(str::to_string), line }
+}
+
+/// A 128-bit digest of a custom id: duplicate detection for a million lines in a few MiB.
+fn digest(id: &str) -> u128 {
+    let mut a = std::hash::DefaultHasher::new();
+    let mut b = std::hash::DefaultHasher::new();
+    0u8.hash(&mut a);
+    1u8.hash(&mut b);
+    id.hash(&mut a);
+    id.hash(&mut b);
+    ((a.finish() as u128) << 64) | b.finish() as u128
+}
+
+async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, String> {
+    let batch = s.store.get_batch(&job.batch_id).await.map_err(|e| e.to_string())?.ok_or("batch vanished")?;
+    let endpoint: Endpoint = batch.endpoint.parse()?;
+    let file_id = batch.input_file_id.parse().map_err(|e| format!("{e}"))?;
+    let invalid = |e: BatchError| Ok(ValidationOutcome::Invalid { errors: vec![e] });
+    if s.store.get_file(&file_id).await.map_err(|e| e.to_string())?.is_none() {
+        return invalid(err(
+            LineErrorCode::EmptyFile,
+            format!("Input file {file_id} no longer exists"),
+            Some("input_file_id"),
+            None,
+        ));
+    }
+    let reader = s.files.reader(&file_key(&file_id)).await.map_err(|e| e.to_string())?;
+    let mut lines = LineReader::new(BufReader::with_capacity(256 * 1024, reader), s.config.max_line_bytes);
+
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    let mut model: Option<(String, u64)> = None;
+    let mut chunks = Vec::new();
+    let mut total: u64 = 0;
+    let mut open: Option<ChunkSpec> = None;
+    let mut last_beat = Instant::now();
+    while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+        if last_beat.elapsed() > s.config.heartbeat_interval() {
+            last_beat = Instant::now();
+            if !s.store.extend_job(job, s.config.lease_ms()).await.map_err(|e| e.to_string())? {
+                return Err("validation lease lost".into());
+            }
+        }
+        let (number, end) = (line.number, (line.offset + line.len) as i64);
+        let Some(content) = line.content else {
+            errors.push(err(
+                LineErrorCode::LineTooLong,
+                format!("Line is longer than {} bytes", s.config.max_line_bytes),
+                None,
+                Some(number),
+            ));
+            if errors.len() >= MAX_ERRORS {
+                break;
+            }
+            continue;
+        };
+        let content = trim_line(content, number == 1);
+        if is_blank(content) {
+            if let Some(c) = open.as_mut() {
+                c.byte_end = end;
+            }
+            continue;
+        }
+        total += 1;
+        if total > s.config.max_lines {
+            errors.push(err(
+                LineErrorCode::TooManyLines,
+                format!("The file has more than {} requests, the most one batch accepts", s.config.max_lines),
+                None,
+                Some(number),
+            ));
+            break;
+        }
+        match parse_line(content, endpoint) {
+            Err(e) => errors.push(err(e.code, e.message, e.param, Some(number))),
+            Ok(p) => {
+                if !seen.insert(digest(&p.custom_id)) {
+                    errors.push(err(
+                        LineErrorCode::DuplicateCustomId,
+                        format!(
+                            "custom_id {:?} appears more than once; custom_id must be unique within the file",
+                            p.custom_id
+                        ),
+                        Some("custom_id"),
+                        Some(number),
+                    ));
+                }
+                match &model {
+                    None => model = Some((p.model.into_owned(), number)),
+                    Some((m, first)) if *m != p.model => errors.push(err(
+                        LineErrorCode::MismatchedModel,
+                        format!(
+                            "body.model {:?} differs from {:?} (line {first}); a batch file must use one model",
+                            p.model, m
+                        ),
+                        Some("body.model"),
+                        Some(number),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        if errors.len() >= MAX_ERRORS {
+            break;
+        }
+        let c = open.get_or_insert_with(|| ChunkSpec {
+            idx: chunks.len() as i64,
+            first_line: number as i64,
+            line_count: 0,
+            byte_start: line.offset as i64,
+            byte_end: end,
+        });
+        c.line_count += 1;
+        c.byte_end = end;
+        if c.line_count as usize >= s.config.chunk_size {
+            chunks.push(open.take().expect("open chunk"));
+        }
+    }
+    chunks.extend(open.take());
+    if !errors.is_empty() {
+        return Ok(ValidationOutcome::Invalid { errors });
+    }
+    let Some((model, first_line)) = model else {
+        return invalid(err(LineErrorCode::EmptyFile, "The input file has no requests", Some("input_file_id"), None));
+    };
+    let served = s.router.discover().await.map_err(|e| e.to_string())?;
+    if !served.routes.contains_key(&model) {
+        let known: Vec<_> = served.routes.keys().cloned().collect();
+        return invalid(err(
+            LineErrorCode::ModelNotFound,
+            format!("Model {model:?} is not served by any upstream (served: {})", known.join(", ")),
+            Some("body.model"),
+            Some(first_line),
+        ));
+    }
+    Ok(ValidationOutcome::Valid { model, total: total as i64, chunks })
+}
