@@ -1,1 +1,11 @@
+//! End-to-end suite: the real `vllm-batch` binary over HTTP, a real SQLite file, and the
+//! simulated upstream (`upstream-sim`) on a real socket. Nothing is mocked.
 
+mod support;
+
+mod batches;
+mod crash;
+mod files;
+mod sdk;
+mod validation;
+mod worker;

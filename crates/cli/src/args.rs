@@ -11,6 +11,7 @@ use vllm_batch_metrics::LogFormat;
 #[command(
     name = "vllm-batch",
     version,
+    args_override_self = true,
     about = "OpenAI-compatible Batch API server for vLLM and other OpenAI-compatible servers"
 )]
 pub struct Cli {

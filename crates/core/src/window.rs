@@ -1,5 +1,6 @@
-//! `completion_window`: OpenAI accepts `24h`; we accept any whole duration in minutes, hours or
-//! days (`30m`, `1h`, `7d`) so that operators can run shorter or longer jobs.
+//! `completion_window`: OpenAI accepts `24h`; we accept any whole duration in seconds, minutes,
+//! hours or days (`90s`, `30m`, `1h`, `7d`, at most 30 days) so that operators can run shorter
+//! or longer jobs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,7 +28,7 @@ impl FromStr for CompletionWindow {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("Invalid completion_window {s:?}: expected a whole duration such as \"24h\", \"1h\", \"30m\" or \"7d\" (at most 30 days)")
+            format!("Invalid completion_window {s:?}: expected a whole number of seconds, minutes, hours or days such as \"24h\", \"1h\", \"30m\" or \"7d\" (at most 30 days)")
         };
         if s.len() < 2 {
             return Err(bad());
@@ -38,6 +39,7 @@ impl FromStr for CompletionWindow {
         }
         let n: i64 = digits.parse().map_err(|_| bad())?;
         let unit_secs = match unit {
+            "s" => 1,
             "m" => 60,
             "h" => 3600,
             "d" => 86_400,
@@ -67,6 +69,7 @@ mod tests {
         assert_eq!("1h".parse::<CompletionWindow>().unwrap().seconds(), 3600);
         assert_eq!("7d".parse::<CompletionWindow>().unwrap().seconds(), 7 * 86_400);
         assert_eq!("30m".parse::<CompletionWindow>().unwrap().seconds(), 1800);
+        assert_eq!("90s".parse::<CompletionWindow>().unwrap().seconds(), 90);
         for bad in ["", "h", "0h", "1.5h", "24", "-1h", "31d", "1w", "24 h"] {
             assert!(bad.parse::<CompletionWindow>().is_err(), "{bad}");
         }

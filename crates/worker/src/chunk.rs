@@ -204,7 +204,6 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
             let _ = tx.send(part).await;
         });
     }
-    drop(tx);
     while let Some(res) = tasks.join_next().await {
         if let Err(e) = res {
             warn!(error = %e, "request task failed");
@@ -214,7 +213,9 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
         writer.abort();
         return Ok(false);
     }
+    // The flag is set before the last sender goes, so the writer sees it when the channel closes.
     commit.store(true, Ordering::Release);
+    drop(tx);
     writer.await.map_err(|e| std::io::Error::other(e.to_string()))??;
     let outcome = ChunkOutcome {
         completed: state.completed.load(Ordering::Relaxed),

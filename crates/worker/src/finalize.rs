@@ -26,8 +26,9 @@ pub(crate) async fn run_loop(s: Arc<Shared>, shutdown: CancellationToken) {
                     Ok(true) => span.in_scope(|| info!(mode = ?job.mode, "batch finalized")),
                     Ok(false) => span.in_scope(|| warn!("finalization lost its lease; another worker redoes it")),
                     Err(e) => {
-                        span.in_scope(|| warn!(error = %e, "finalization failed; will retry"));
+                        span.in_scope(|| tracing::error!(error = %e, "finalization failed; will retry"));
                         let _ = s.store.release_job(&job.job).await;
+                        tokio::time::sleep(s.config.poll_interval * 4).await;
                     }
                 }
                 continue;

@@ -80,10 +80,13 @@ impl Worker {
         let mut tasks = JoinSet::new();
         tasks.spawn(validate::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("validator")));
         tasks.spawn(finalize::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("finalizer")));
-        tasks.spawn(heartbeat_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("heartbeat")));
+        // The heartbeat outlives `shutdown`: held chunks keep their leases while they drain.
+        let drained = CancellationToken::new();
+        tasks.spawn(heartbeat_loop(s.clone(), drained.clone()).instrument(tracing::info_span!("heartbeat")));
         tasks.spawn(s.router.clone().refresh_loop(shutdown.clone()).instrument(tracing::info_span!("routing")));
         let chunks = claim_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("claimer")).await;
         drain(&s, chunks).await;
+        drained.cancel();
         // The other loops watch `shutdown` themselves.
         while let Some(res) = tasks.join_next().await {
             if let Err(e) = res {
@@ -148,6 +151,7 @@ async fn drain(s: &Arc<Shared>, mut chunks: JoinSet<()>) {
     }
     chunks.abort_all();
     while chunks.join_next().await.is_some() {}
+    s.held.lock().unwrap().clear();
     for st in states {
         if let Err(e) = s.store.release_chunk(&st.lease).await {
             warn!(error = %e, batch_id = %st.lease.batch_id, "could not release chunk; its lease will expire");
@@ -157,18 +161,15 @@ async fn drain(s: &Arc<Shared>, mut chunks: JoinSet<()>) {
 
 /// Extends the leases of held chunks and reports their progress; stops chunks whose batch is
 /// being cancelled and drops chunks another worker took over.
-async fn heartbeat_loop(s: Arc<Shared>, shutdown: CancellationToken) {
+async fn heartbeat_loop(s: Arc<Shared>, drained: CancellationToken) {
     let every = s.config.heartbeat_interval();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown.cancelled() => if s.held.lock().unwrap().is_empty() { return },
+            _ = drained.cancelled() => return,
         }
         let states: Vec<_> = s.held.lock().unwrap().values().cloned().collect();
         if states.is_empty() {
-            if shutdown.is_cancelled() {
-                return;
-            }
             continue;
         }
         let beats: Vec<ChunkBeat> = states.iter().map(|st| st.beat()).collect();

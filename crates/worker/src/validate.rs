@@ -169,7 +169,7 @@ async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, Strin
         if errors.len() >= MAX_ERRORS {
             break;
         }
-        let c = open.get_or_insert_with(|| ChunkSpec {
+        let c = open.get_or_insert(ChunkSpec {
             idx: chunks.len() as i64,
             first_line: number as i64,
             line_count: 0,

@@ -1,0 +1,121 @@
+//! The axum router: `/v1/models`, `/metrics`, `/health`, the five inference
+//! endpoints, and the middleware that stamps every response with
+//! `x-request-id`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::bodies::{self, Endpoint};
+use crate::faults::{self, error_response};
+use crate::state::SimState;
+use crate::{det, metrics};
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Largest accepted request body.
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Builds the simulator's router over `state`.
+pub(crate) fn router(state: Arc<SimState>) -> Router {
+    let mut r = Router::new()
+        .route("/v1/models", get(models))
+        .route("/metrics", get(metrics_handler))
+        .route("/health", get(|| async { StatusCode::OK }))
+        .route("/version", get(|| async { Json(json!({"version": "upstream-sim"})) }));
+    for ep in [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Score, Endpoint::Rerank] {
+        r = r.route(
+            ep.path(),
+            post(move |State(st): State<Arc<SimState>>, body: Bytes| async move { inference(&st, ep, body).await }),
+        );
+    }
+    r.fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Echoes the caller's `x-request-id`, or stamps a fresh one (as vLLM does).
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_str(&det::random_hex32()).expect("hex is a valid header value"));
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(X_REQUEST_ID, id);
+    resp
+}
+
+async fn models(State(st): State<Arc<SimState>>) -> Json<Value> {
+    let created = bodies::created();
+    let data: Vec<Value> = st
+        .models
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m,
+                "object": "model",
+                "created": created,
+                "owned_by": "vllm",
+                "root": m,
+                "parent": null,
+                "max_model_len": 8192,
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn metrics_handler(State(st): State<Arc<SimState>>) -> Response {
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render(&st)).into_response()
+}
+
+/// The shared path of every inference endpoint: validate, maybe inject a
+/// fault, wait for a scheduler slot, "run", answer.
+async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
+    st.stats.requests_received.fetch_add(1, Ordering::Relaxed);
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return error_response(StatusCode::BAD_REQUEST, "expected a JSON object", "BadRequestError"),
+        Err(e) => {
+            return error_response(StatusCode::BAD_REQUEST, &format!("JSON decode error: {e}"), "BadRequestError")
+        }
+    };
+    let model = match req.get("model") {
+        Some(Value::String(m)) => m.as_str(),
+        _ => return error_response(StatusCode::BAD_REQUEST, "model: Field required", "BadRequestError"),
+    };
+    if !st.models.iter().any(|m| m == model) {
+        return error_response(StatusCode::NOT_FOUND, &format!("The model `{model}` does not exist."), "NotFoundError");
+    }
+    let prepared = match bodies::build(ep, &req, model) {
+        Ok(p) => p,
+        Err(msg) => return error_response(StatusCode::BAD_REQUEST, &msg, "BadRequestError"),
+    };
+    if let Some(fault) = faults::decide(st, &body) {
+        st.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(path = ep.path(), ?fault, "injecting fault");
+        return faults::respond(st, fault).await;
+    }
+
+    let slot = st.schedule().await;
+    let run_time = st.run_time(prepared.completion_tokens);
+    if !run_time.is_zero() {
+        tokio::time::sleep(run_time).await;
+    }
+    drop(slot);
+
+    st.stats.prompt_tokens.fetch_add(prepared.prompt_tokens, Ordering::Relaxed);
+    st.stats.generation_tokens.fetch_add(prepared.completion_tokens, Ordering::Relaxed);
+    st.stats.responses_ok.fetch_add(1, Ordering::Relaxed);
+    Json(prepared.body).into_response()
+}

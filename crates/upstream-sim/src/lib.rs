@@ -1,0 +1,177 @@
+//! `upstream-sim`: a simulated vLLM OpenAI-compatible server for tests and
+//! benchmarks.
+//!
+//! It serves `/v1/models`, `/metrics` (vLLM metric names) and the inference
+//! endpoints `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+//! `/v1/score` and `/v1/rerank` with deterministic bodies derived from each
+//! request, a vLLM-like latency model (at most `max_num_seqs` requests run at
+//! once, the rest wait FIFO) and seeded fault injection.
+//!
+//! This file holds the public API: [`SimConfig`], [`FaultRates`],
+//! [`SimStats`], [`SimHandle`], [`spawn`] and [`serve`].
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+mod bodies;
+pub mod det;
+mod faults;
+mod handlers;
+mod metrics;
+mod state;
+
+pub use faults::{MARKER_400, MARKER_500};
+
+use state::SimState;
+
+/// How long [`SimHandle::shutdown`] waits for in-flight requests before it
+/// aborts the server.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Configuration of a simulated server.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Served model names; requests naming another model get a 404.
+    /// The first one labels `/metrics`. Default `["sim-model"]`.
+    pub models: Vec<String>,
+    /// At most this many requests run at once; the rest wait in FIFO order.
+    /// Default 256 (values below 1 act as 1).
+    pub max_num_seqs: usize,
+    /// Fixed time per request once running, in milliseconds. Default 0.
+    pub base_latency_ms: u64,
+    /// Extra time per completion token once running, in milliseconds. Default 0.
+    pub per_token_ms: f64,
+    /// Fault-injection probabilities. Default all zero.
+    pub faults: FaultRates,
+    /// Seed of the fault-injection RNG. Default 42.
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            models: vec!["sim-model".into()],
+            max_num_seqs: 256,
+            base_latency_ms: 0,
+            per_token_ms: 0.0,
+            faults: FaultRates::default(),
+            seed: 42,
+        }
+    }
+}
+
+/// Per-request fault probabilities (each in `[0, 1]`), applied to the five
+/// inference endpoints only, in this order of precedence.
+#[derive(Clone, Default, Debug)]
+pub struct FaultRates {
+    /// Probability of a 500 `InternalServerError`.
+    pub error_500: f64,
+    /// Probability of a 429 with `Retry-After: 1`.
+    pub error_429: f64,
+    /// Probability of a 200 whose body breaks off (connection aborted).
+    pub reset: f64,
+    /// Probability of never answering (until shutdown).
+    pub hang: f64,
+    /// Fraction of request bodies that get vLLM's context-length 400; decided
+    /// from a hash of the body, so identical requests get the same answer.
+    pub error_400: f64,
+}
+
+/// A snapshot of the simulator's counters and gauges.
+#[derive(Clone, Debug, Default)]
+pub struct SimStats {
+    /// Inference requests received (any outcome).
+    pub requests_received: u64,
+    /// Inference requests answered with 200.
+    pub responses_ok: u64,
+    /// Requests answered with an injected fault (including marker hooks).
+    pub faults_injected: u64,
+    /// Requests currently running (holding one of `max_num_seqs` slots).
+    pub running: u64,
+    /// Requests currently waiting for a slot.
+    pub waiting: u64,
+    /// Prompt tokens of successful requests.
+    pub prompt_tokens: u64,
+    /// Completion tokens of successful requests.
+    pub generation_tokens: u64,
+}
+
+/// A running simulator. Dropping it does not stop the server (it then lives
+/// until the runtime ends); call [`SimHandle::shutdown`] to stop it.
+pub struct SimHandle {
+    /// The address the server listens on.
+    pub addr: SocketAddr,
+    state: Arc<SimState>,
+    shutdown_tx: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl SimHandle {
+    /// The OpenAI base URL, e.g. `http://127.0.0.1:PORT/v1` (an unspecified
+    /// bind address is reported as loopback).
+    pub fn base_url(&self) -> String {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+        }
+        format!("http://{addr}/v1")
+    }
+
+    /// A snapshot of the current statistics.
+    pub fn stats(&self) -> SimStats {
+        self.state.stats.snapshot()
+    }
+
+    /// Replaces the fault rates; applies to requests received from now on.
+    pub fn set_faults(&self, f: FaultRates) {
+        let mut faults = self.state.faults.lock().unwrap_or_else(|e| e.into_inner());
+        faults.rates = f;
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (hung ones
+    /// are cut off) and returns; after a 1 s grace the server is aborted.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        let mut task = self.task;
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "upstream-sim server error"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::debug!("upstream-sim: grace period over, aborting server");
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// Binds `127.0.0.1:0` and serves the simulator there.
+pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    serve(listener, config).await
+}
+
+/// Serves the simulator on `listener` in a background task.
+pub async fn serve(listener: tokio::net::TcpListener, config: SimConfig) -> std::io::Result<SimHandle> {
+    let addr = listener.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(SimState::new(config, shutdown_rx.clone()));
+    let app = handlers::router(state.clone());
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let mut signal = shutdown_rx;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    Ok(SimHandle { addr, state, shutdown_tx, task })
+}

@@ -1,0 +1,66 @@
+//! `GET /metrics`: a hand-formatted Prometheus text exposition using vLLM's
+//! metric names and its `model_name` label.
+
+use std::fmt::Write;
+
+use crate::state::SimState;
+
+/// Content type of the Prometheus text format (as served by vLLM).
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders the current metrics, labelled with the first model's name.
+pub(crate) fn render(state: &SimState) -> String {
+    let s = state.stats.snapshot();
+    let model = escape(&state.models[0]);
+    let labels = format!("model_name=\"{model}\"");
+    let usage = (s.running as f64 / state.max_num_seqs as f64).clamp(0.0, 1.0);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, labels: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name}{{{labels}}} {value:?}");
+    };
+    metric(
+        "vllm:num_requests_running",
+        "gauge",
+        "Number of requests in model execution batches.",
+        &labels,
+        s.running as f64,
+    );
+    metric(
+        "vllm:num_requests_waiting",
+        "gauge",
+        "Number of requests waiting to be processed.",
+        &labels,
+        s.waiting as f64,
+    );
+    metric("vllm:gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage.", &labels, usage);
+    metric("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", &labels, usage);
+    metric(
+        "vllm:prompt_tokens_total",
+        "counter",
+        "Number of prefill tokens processed.",
+        &labels,
+        s.prompt_tokens as f64,
+    );
+    metric(
+        "vllm:generation_tokens_total",
+        "counter",
+        "Number of generation tokens processed.",
+        &labels,
+        s.generation_tokens as f64,
+    );
+    metric(
+        "vllm:request_success_total",
+        "counter",
+        "Count of successfully processed requests.",
+        &format!("finished_reason=\"stop\",{labels}"),
+        s.responses_ok as f64,
+    );
+    out
+}
+
+/// Escapes a label value per the Prometheus text format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

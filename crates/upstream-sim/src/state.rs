@@ -1,0 +1,123 @@
+//! Shared server state: configuration, atomic statistics, the scheduler that
+//! limits concurrently running requests (vLLM's `max_num_seqs`), the seeded
+//! fault RNG, and the shutdown signal.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::{watch, Semaphore, SemaphorePermit};
+
+use crate::{FaultRates, SimConfig, SimStats};
+
+/// Counters and gauges behind [`SimStats`].
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) requests_received: AtomicU64,
+    pub(crate) responses_ok: AtomicU64,
+    pub(crate) faults_injected: AtomicU64,
+    pub(crate) running: AtomicU64,
+    pub(crate) waiting: AtomicU64,
+    pub(crate) prompt_tokens: AtomicU64,
+    pub(crate) generation_tokens: AtomicU64,
+}
+
+impl Stats {
+    /// A consistent-enough snapshot (each field is read atomically).
+    pub(crate) fn snapshot(&self) -> SimStats {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SimStats {
+            requests_received: r(&self.requests_received),
+            responses_ok: r(&self.responses_ok),
+            faults_injected: r(&self.faults_injected),
+            running: r(&self.running),
+            waiting: r(&self.waiting),
+            prompt_tokens: r(&self.prompt_tokens),
+            generation_tokens: r(&self.generation_tokens),
+        }
+    }
+}
+
+/// Increments a gauge on creation and decrements it on drop, so a request
+/// whose future is dropped (client went away) leaves the gauge correct.
+pub(crate) struct GaugeGuard<'a>(&'a AtomicU64);
+
+impl<'a> GaugeGuard<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A scheduler slot held while a request "runs".
+pub(crate) struct RunningSlot<'a> {
+    _permit: SemaphorePermit<'a>,
+    _running: GaugeGuard<'a>,
+}
+
+/// The fault RNG and the current rates, locked together so that a request's
+/// draws and the rates they are compared with are consistent.
+pub(crate) struct FaultState {
+    pub(crate) rates: FaultRates,
+    pub(crate) rng: StdRng,
+}
+
+/// Everything the handlers share.
+pub(crate) struct SimState {
+    pub(crate) models: Vec<String>,
+    pub(crate) max_num_seqs: usize,
+    pub(crate) base_latency_ms: u64,
+    pub(crate) per_token_ms: f64,
+    pub(crate) stats: Stats,
+    pub(crate) faults: Mutex<FaultState>,
+    slots: Semaphore,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl SimState {
+    /// Builds the state from `config`; `shutdown` flips to `true` on shutdown.
+    pub(crate) fn new(config: SimConfig, shutdown: watch::Receiver<bool>) -> Self {
+        let max_num_seqs = config.max_num_seqs.clamp(1, Semaphore::MAX_PERMITS);
+        let models = if config.models.is_empty() { SimConfig::default().models } else { config.models };
+        SimState {
+            models,
+            max_num_seqs,
+            base_latency_ms: config.base_latency_ms,
+            per_token_ms: config.per_token_ms.max(0.0),
+            stats: Stats::default(),
+            faults: Mutex::new(FaultState { rates: config.faults, rng: StdRng::seed_from_u64(config.seed) }),
+            slots: Semaphore::new(max_num_seqs),
+            shutdown,
+        }
+    }
+
+    /// Waits (counted as "waiting", FIFO) for one of `max_num_seqs` slots,
+    /// then returns it counted as "running" until dropped.
+    pub(crate) async fn schedule(&self) -> RunningSlot<'_> {
+        let waiting = GaugeGuard::new(&self.stats.waiting);
+        let permit = self.slots.acquire().await.expect("the scheduler semaphore is never closed");
+        let running = GaugeGuard::new(&self.stats.running);
+        drop(waiting);
+        RunningSlot { _permit: permit, _running: running }
+    }
+
+    /// Time a running request takes: `base + per_token * completion_tokens`.
+    pub(crate) fn run_time(&self, completion_tokens: u64) -> std::time::Duration {
+        let ms = self.base_latency_ms as f64 + self.per_token_ms * completion_tokens as f64;
+        std::time::Duration::from_secs_f64((ms / 1000.0).max(0.0))
+    }
+
+    /// Resolves once shutdown has been requested.
+    pub(crate) async fn shutdown_requested(&self) {
+        let mut rx = self.shutdown.clone();
+        // An error means the sender is gone, which also means "shut down".
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}

@@ -1,0 +1,76 @@
+//! Crash safety with real processes on one SQLite file: `kill -9` of a standalone worker at
+//! several points, and a worker paused past its lease (SIGSTOP) that must not overwrite the
+//! new owner's results when it wakes (SIGCONT).
+
+use std::time::Duration;
+
+use crate::support::*;
+
+fn worker(dir: &std::path::Path, sim: &SimHandle, extra: &[&str]) -> Proc {
+    let upstream = sim.base_url();
+    let mut args = vec!["--upstream", upstream.as_str()];
+    args.extend_from_slice(FAST);
+    args.extend_from_slice(extra);
+    Proc::start("worker", dir, &args)
+}
+
+fn api(dir: &std::path::Path, sim: &SimHandle) -> Proc {
+    let upstream = sim.base_url();
+    Proc::start("api", dir, &["--upstream", upstream.as_str()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_several_points_then_a_new_worker_finishes() {
+    let sim = sim(SimConfig { max_num_seqs: 16, base_latency_ms: 20, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path(), &sim);
+    let c = api.client();
+    let n = 4000;
+    let id = c.submit(&chat_lines(n)).await;
+    let mut w = worker(dir.path(), &sim, &["--chunk-size", "100"]);
+    for fraction in [0.1, 0.35, 0.6, 0.85] {
+        let at = (n as f64 * fraction) as i64;
+        let b = c.wait_until(&id, 2 * MINUTE, |b| b["request_counts"]["completed"].as_i64().unwrap() >= at).await;
+        assert_eq!(b["status"], "in_progress", "killed before the end: {b}");
+        w.kill9();
+        w = worker(dir.path(), &sim, &["--chunk-size", "100"]);
+    }
+    let done = c.wait_terminal(&id, 2 * MINUTE).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (out, err) = c.results(&done).await;
+    check_exactly_once(&done, &out, &err, n);
+    assert_eq!(out.len(), n);
+    assert!(sim.stats().requests_received as usize >= n, "killed chunks were redone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_cannot_overwrite_the_new_owner() {
+    let sim = sim(SimConfig { max_num_seqs: 8, base_latency_ms: 100, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path(), &sim);
+    let c = api.client();
+    let n = 400;
+    let id = c.submit(&chat_lines(n)).await;
+    let a = worker(dir.path(), &sim, &["--chunk-size", "50", "--worker-id", "paused-a"]);
+    c.wait_until(&id, MINUTE, |b| b["request_counts"]["completed"].as_i64().unwrap() >= 20).await;
+    a.signal("STOP");
+    let b = worker(dir.path(), &sim, &["--chunk-size", "50", "--worker-id", "new-owner-b"]);
+    let done = c.wait_terminal(&id, 2 * MINUTE).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (out, err) = c.results(&done).await;
+    let before = c.content(done["output_file_id"].as_str().unwrap()).await;
+    check_exactly_once(&done, &out, &err, n);
+
+    a.signal("CONT");
+    // Give the woken worker time to finish its in-flight requests and try to write.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !a.logs().iter().any(|l| l.contains("lease lost") || l.contains("chunk not completed")) {
+        assert!(std::time::Instant::now() < deadline, "paused worker never noticed; logs:\n{}", a.logs().join("\n"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = c.batch(&id).await;
+    assert_eq!(after, done, "the batch did not change after the stale worker woke");
+    assert_eq!(c.content(done["output_file_id"].as_str().unwrap()).await, before);
+    drop(b);
+}
