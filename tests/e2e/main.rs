@@ -5,6 +5,7 @@ mod support;
 
 mod batches;
 mod crash;
+mod endpoints;
 mod files;
 mod sdk;
 mod validation;
