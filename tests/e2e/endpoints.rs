@@ -9,7 +9,9 @@ async fn run(c: &Client, endpoint: &str, bodies: Vec<Value>) -> Vec<Value> {
     let content: String = bodies
         .into_iter()
         .enumerate()
-        .map(|(i, body)| json!({"custom_id": format!("c{i}"), "method": "POST", "url": endpoint, "body": body}).to_string() + "\n")
+        .map(|(i, body)| {
+            json!({"custom_id": format!("c{i}"), "method": "POST", "url": endpoint, "body": body}).to_string() + "\n"
+        })
         .collect();
     let file = c.upload(&content).await;
     let b = c.create_batch(&file, endpoint, "24h").await;
@@ -32,7 +34,12 @@ async fn each_endpoint_is_routed_to_its_upstream_route() {
     assert_eq!(out[0]["response"]["body"]["object"], "text_completion");
     assert_eq!(out[0]["response"]["body"]["choices"][0]["text"], "echo: once upon");
 
-    let out = run(c, "/v1/embeddings", vec![json!({"model": MODEL, "input": "alpha"}), json!({"model": MODEL, "input": "beta"})]).await;
+    let out = run(
+        c,
+        "/v1/embeddings",
+        vec![json!({"model": MODEL, "input": "alpha"}), json!({"model": MODEL, "input": "beta"})],
+    )
+    .await;
     let a = &out[0]["response"]["body"]["data"][0]["embedding"];
     let b = &out[1]["response"]["body"]["data"][0]["embedding"];
     assert_eq!(a.as_array().unwrap().len(), upstream_sim::det::EMBEDDING_DIM);

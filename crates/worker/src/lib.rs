@@ -179,10 +179,12 @@ async fn heartbeat_loop(s: Arc<Shared>, drained: CancellationToken) {
                     match answer {
                         BeatAnswer::Held => {}
                         BeatAnswer::Cancelling => st.stop(StopReason::Cancelled),
-                        BeatAnswer::Lost => {
+                        // A chunk that completed since the beat was sent also reads as Lost.
+                        BeatAnswer::Lost if s.held.lock().unwrap().contains_key(&st.key()) => {
                             warn!(batch_id = %st.lease.batch_id, chunk = st.lease.chunk.idx, "lease lost; dropping chunk");
                             st.stop(StopReason::Lost);
                         }
+                        BeatAnswer::Lost => {}
                     }
                 }
             }

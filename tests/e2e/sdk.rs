@@ -1,0 +1,72 @@
+//! OpenAI SDK conformance: runs `tests/sdk/openai_flow.py`, which drives the real binary with the
+//! official `openai` Python package, unmodified. The interpreter comes from
+//! `VLLM_BATCH_TEST_PYTHON` (set by `tests/run.sh`) or the repository's `.venv-test`; without one
+//! that can `import openai` the test fails, never skips: run `tests/run.sh` to create it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::support::*;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Python interpreter that has the `openai` package, or a panic that says how to get one.
+async fn sdk_python() -> PathBuf {
+    let python = match std::env::var_os("VLLM_BATCH_TEST_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => repo_root().join(".venv-test/bin/python"),
+    };
+    let hint = "run `tests/run.sh` (it creates .venv-test with tests/sdk/requirements.txt), \
+                or set VLLM_BATCH_TEST_PYTHON to a python that has the `openai` package";
+    assert!(python.exists(), "no Python for the SDK test at {}; {hint}", python.display());
+    let probe = Command::new(&python)
+        .args(["-c", "import openai; print(openai.__version__)"])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{} does not run: {e}; {hint}", python.display()));
+    assert!(
+        probe.status.success(),
+        "{} cannot import openai: {}; {hint}",
+        python.display(),
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_python_sdk_runs_the_whole_flow() {
+    let python = sdk_python().await;
+    let sim = default_sim().await;
+    let app = serve(&sim, &[]);
+    let script = repo_root().join("tests/sdk/openai_flow.py");
+
+    let run = Command::new(&python)
+        .arg(&script)
+        .env("OPENAI_BASE_URL", format!("{}/v1", app.client.base))
+        .env("OPENAI_API_KEY", "sk-vllm-batch-test")
+        .env("SIM_MODEL", MODEL)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .unwrap_or_else(|_| panic!("{} ran past 10 minutes", script.display()))
+        .expect("the SDK script starts");
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the SDK flow failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- server logs (last 50) ---\n{}",
+        out.status,
+        app.proc.logs().iter().rev().take(50).rev().cloned().collect::<Vec<_>>().join("\n")
+    );
+    assert!(stdout.lines().any(|l| l.ends_with(" passed, 0 failed")), "no summary line:\n{stdout}");
+}
