@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use vllm_batch_core::batch::check_metadata;
 use vllm_batch_core::time::unix_now;
-use vllm_batch_core::{Batch, BatchId, CompletionWindow, Endpoint, FileId, List, Metadata};
+use vllm_batch_core::{Batch, BatchId, BatchStatus, CompletionWindow, Endpoint, FileId, List, Metadata};
 use vllm_batch_store::NewBatch;
 
 use crate::error::{Error, Result};
@@ -132,8 +132,14 @@ async fn list_batches(
 
 async fn cancel_batch(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Batch>> {
     let id = parse_batch_id(&id)?;
-    let batch =
+    let (batch, changed) =
         st.store.request_cancel(&id).await?.ok_or_else(|| Error::NotFound { kind: "Batch", id: id.to_string() })?;
+    if changed && batch.status == BatchStatus::Cancelled {
+        // Cancelled while validating: it ends here, not in a worker's finalizer.
+        let m = vllm_batch_metrics::metrics();
+        m.jobs_total.with_label_values(&["cancelled"]).inc();
+        m.processing_duration.observe((unix_now() - batch.created_at).max(0) as f64);
+    }
     tracing::info!(batch_id = %batch.id, status = %batch.status, "batch cancel requested");
     st.wake.notify_waiters();
     Ok(Json(batch))

@@ -7,6 +7,10 @@ use axum::Json;
 use vllm_batch_core::{ApiErrorBody, ErrorEnvelope};
 use vllm_batch_store::StoreError;
 
+/// The `type` of an error response, attached for the metrics middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorType(pub &'static str);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// 400: the request is malformed or names something invalid.
@@ -66,13 +70,17 @@ impl IntoResponse for Error {
         };
         let message = match &self {
             Error::Internal(detail) => {
+                vllm_batch_metrics::metrics().errors.with_label_values(&["api"]).inc();
                 tracing::error!(error = %detail, "internal error");
                 "The server had an error while processing your request.".to_string()
             }
             other => other.to_string(),
         };
         let body = ErrorEnvelope { error: ApiErrorBody { message, kind: kind.into(), param, code } };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        // Read by the metrics middleware for `vllm_request_errors_total{type}`.
+        response.extensions_mut().insert(ErrorType(kind));
+        response
     }
 }
 

@@ -131,6 +131,9 @@ async fn upload_file(
         return Err(e.into());
     }
     tracing::info!(file_id = %file.id, bytes = file.bytes, "file uploaded");
+    let m = vllm_batch_metrics::metrics();
+    m.files_uploaded.inc();
+    m.files_bytes_uploaded.inc_by(file.bytes as u64);
     Ok(Json(file))
 }
 

@@ -6,8 +6,10 @@ mod error;
 mod files;
 mod health;
 mod models;
+mod observe;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::HeaderName;
@@ -15,6 +17,7 @@ use axum::Router;
 use tokio::sync::Notify;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use vllm_batch_metrics::gpu::GpuSampler;
 use vllm_batch_store::{FileStore, Store};
 use vllm_batch_upstream::Upstreams;
 
@@ -42,12 +45,16 @@ pub struct AppState {
     pub limits: ApiLimits,
     /// Nudges an embedded worker when a batch is created or cancelled.
     pub wake: Arc<Notify>,
+    /// The latest GPU readings, for the verbose health endpoint.
+    pub gpus: GpuSampler,
+    pub started: Instant,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API, with request ids (an incoming `x-request-id` is kept, else a UUID) on every
-/// response and in every request's log span.
+/// response and in every request's log span, request metrics, and Sentry transactions (a no-op
+/// when Sentry is off).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(files::router())
@@ -56,6 +63,9 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .fallback(unknown_route)
         .with_state(state)
+        .layer(axum::middleware::from_fn(observe::record))
+        .layer(sentry_tower::SentryHttpLayer::new().enable_transaction())
+        .layer(sentry_tower::NewSentryLayer::<Request>::new_from_top())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %request_id)

@@ -33,6 +33,8 @@ pub enum Command {
         worker: WorkerArgs,
         #[command(flatten)]
         log: LogArgs,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// The HTTP API alone (workers run elsewhere on the same database).
     Api {
@@ -44,6 +46,8 @@ pub enum Command {
         upstream: UpstreamArgs,
         #[command(flatten)]
         log: LogArgs,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// A worker alone: claims chunks from the shared database and sends them upstream.
     Worker {
@@ -55,6 +59,10 @@ pub enum Command {
         worker: WorkerArgs,
         #[command(flatten)]
         log: LogArgs,
+        #[command(flatten)]
+        observe: ObserveArgs,
+        #[command(flatten)]
+        metrics: WorkerMetricsArgs,
     },
     /// Applies database migrations and exits.
     Migrate {
@@ -156,4 +164,25 @@ pub struct LogArgs {
     /// Log format: `json` (one object per line) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
+    /// Folder for daily-rolling log files (`api_server.log.*`, `worker.log.*`); stdout only
+    /// when unset.
+    #[arg(long, env = "LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ObserveArgs {
+    /// How often GPUs are read through NVML (`0s` turns the sampler off).
+    #[arg(long, env = "VLLM_BATCH_GPU_SAMPLE_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub gpu_sample_interval: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerMetricsArgs {
+    /// Address a standalone worker serves `/metrics` and `/health` on.
+    #[arg(long = "metrics-host", env = "VLLM_BATCH_METRICS_HOST", default_value = "127.0.0.1")]
+    pub metrics_host: String,
+    /// Port a standalone worker serves `/metrics` and `/health` on (0 picks a free one).
+    #[arg(long, env = "VLLM_BATCH_METRICS_PORT", default_value_t = 9091)]
+    pub metrics_port: u16,
 }

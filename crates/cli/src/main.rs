@@ -1,9 +1,11 @@
-//! The `vllm-batch` binary: parses configuration, opens the store and the file store, and runs
-//! the API, a worker, or both (`serve`), until SIGTERM or Ctrl-C.
+//! The `vllm-batch` binary: parses configuration, sets up logging, Sentry and the GPU sampler,
+//! opens the store and the file store, and runs the API, a worker, or both (`serve`), until
+//! SIGTERM or Ctrl-C.
 
 mod args;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -11,53 +13,76 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use vllm_batch_api::{ApiLimits, AppState};
+use vllm_batch_metrics::gpu::GpuSampler;
+use vllm_batch_metrics::{init_logging, LogGuard, LogOptions, Service};
 use vllm_batch_store::{FileStore, LocalFileStore, SqliteStore, Store};
 use vllm_batch_upstream::{parse_upstreams, Upstreams};
 use vllm_batch_worker::{Worker, WorkerConfig};
 
-use args::{Cli, Command, HttpArgs, StorageArgs, UpstreamArgs, WorkerArgs};
+use args::{Cli, Command, HttpArgs, LogArgs, ObserveArgs, StorageArgs, UpstreamArgs, WorkerArgs, WorkerMetricsArgs};
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { storage, http, upstream, worker, log } => {
-            vllm_batch_metrics::init_logging(log.log_format);
+        Command::Serve { storage, http, upstream, worker, log, observe } => {
+            let _log = logging(&log, Service::Both);
             let (store, files) = open_storage(&storage).await?;
             let upstreams = upstreams(&upstream)?;
             let wake = Arc::new(Notify::new());
             let shutdown = shutdown_signal();
+            let gpus = gpu_sampler(&observe, &shutdown);
             let worker =
                 Worker::new(store.clone(), files.clone(), upstreams.clone(), worker_config(&worker), wake.clone());
             let worker = tokio::spawn(worker.run(shutdown.clone()));
-            let api = serve_api(&http, state(store, files, upstreams, &http, wake), shutdown);
-            let api_result = api.await;
+            let api_result =
+                serve_api(&http, state(store, files, upstreams, &http, wake, gpus), shutdown.clone()).await;
+            // If the API could not start, the worker must not outlive it.
+            shutdown.cancel();
             worker.await.context("worker task")?;
             api_result
         }
-        Command::Api { storage, http, upstream, log } => {
-            vllm_batch_metrics::init_logging(log.log_format);
+        Command::Api { storage, http, upstream, log, observe } => {
+            let _log = logging(&log, Service::Api);
             let (store, files) = open_storage(&storage).await?;
             let upstreams = upstreams(&upstream)?;
-            let st = state(store, files, upstreams, &http, Arc::new(Notify::new()));
-            serve_api(&http, st, shutdown_signal()).await
+            let shutdown = shutdown_signal();
+            let gpus = gpu_sampler(&observe, &shutdown);
+            let st = state(store, files, upstreams, &http, Arc::new(Notify::new()), gpus);
+            serve_api(&http, st, shutdown).await
         }
-        Command::Worker { storage, upstream, worker, log } => {
-            vllm_batch_metrics::init_logging(log.log_format);
+        Command::Worker { storage, upstream, worker, log, observe, metrics } => {
+            let _log = logging(&log, Service::Worker);
             let (store, files) = open_storage(&storage).await?;
+            let shutdown = shutdown_signal();
+            let _gpus = gpu_sampler(&observe, &shutdown);
+            let endpoint = serve_worker_metrics(&metrics, shutdown.clone()).await?;
             let worker =
                 Worker::new(store, files, upstreams(&upstream)?, worker_config(&worker), Arc::new(Notify::new()));
-            worker.run(shutdown_signal()).await;
-            Ok(())
+            worker.run(shutdown.clone()).await;
+            shutdown.cancel();
+            endpoint.await.context("metrics endpoint")?
         }
         Command::Migrate { storage, log } => {
-            vllm_batch_metrics::init_logging(log.log_format);
+            let _log = logging(&log, Service::Api);
             let url = storage.database_url();
             let store = connect(&storage, &url).await?;
             store.migrate().await.context("applying migrations")?;
             info!(database = %url, "migrations applied");
             Ok(())
         }
+    }
+}
+
+fn logging(log: &LogArgs, service: Service) -> LogGuard {
+    init_logging(&LogOptions { format: log.log_format, dir: log.log_dir.clone(), service })
+}
+
+fn gpu_sampler(observe: &ObserveArgs, shutdown: &CancellationToken) -> GpuSampler {
+    if observe.gpu_sample_interval.is_zero() {
+        GpuSampler::disabled()
+    } else {
+        GpuSampler::start(observe.gpu_sample_interval, shutdown.clone())
     }
 }
 
@@ -95,8 +120,17 @@ fn state(
     upstreams: Upstreams,
     http: &HttpArgs,
     wake: Arc<Notify>,
+    gpus: GpuSampler,
 ) -> AppState {
-    AppState { store, files, upstreams, limits: ApiLimits { max_upload_bytes: http.max_upload_bytes }, wake }
+    AppState {
+        store,
+        files,
+        upstreams,
+        limits: ApiLimits { max_upload_bytes: http.max_upload_bytes },
+        wake,
+        gpus,
+        started: Instant::now(),
+    }
 }
 
 fn worker_config(w: &WorkerArgs) -> WorkerConfig {
@@ -129,6 +163,35 @@ async fn serve_api(http: &HttpArgs, state: AppState, shutdown: CancellationToken
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("serving HTTP")
+}
+
+/// A standalone worker's own `/metrics` and `/health`, on its metrics port.
+async fn serve_worker_metrics(
+    args: &WorkerMetricsArgs,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    use axum::routing::get;
+    let addr = format!("{}:{}", args.metrics_host, args.metrics_port);
+    let listener =
+        tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding metrics port {addr}"))?;
+    info!(address = %format!("http://{}", listener.local_addr()?), "worker metrics listening");
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, vllm_batch_metrics::CONTENT_TYPE)],
+                    vllm_batch_metrics::metrics().encode(),
+                )
+            }),
+        )
+        .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }));
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .context("serving worker metrics")
+    }))
 }
 
 /// A token cancelled on SIGTERM or Ctrl-C.

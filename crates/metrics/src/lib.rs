@@ -1,6 +1,11 @@
-//! Observability from one place: logging initialisation today; the Prometheus registry, the
-//! NVML sampler and Sentry join it in the instrumentation work.
+//! Observability from one place: the Prometheus registry with every metric, JSON logging (and
+//! its log files), Sentry, and the NVML GPU sampler.
 
+pub mod gpu;
 pub mod logging;
+pub mod registry;
+pub mod sentry;
+pub mod throughput;
 
-pub use logging::{init_logging, LogFormat};
+pub use logging::{init_logging, LogFormat, LogGuard, LogOptions, Service};
+pub use registry::{metrics, Metrics, CONTENT_TYPE};

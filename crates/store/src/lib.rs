@@ -40,8 +40,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_batch(&self, id: &BatchId) -> Result<Option<Batch>>;
     async fn list_batches(&self, after: Option<&BatchId>, limit: i64) -> Result<Page<Batch>>;
     /// `validating`/`in_progress` → `cancelling` (a batch still validating is cancelled at
-    /// once: nothing was sent). Returns the batch after the change; `Conflict` when terminal.
-    async fn request_cancel(&self, id: &BatchId) -> Result<Option<Batch>>;
+    /// once: nothing was sent). Returns the batch after the change and whether this call made
+    /// it; `Conflict` when the batch had ended otherwise.
+    async fn request_cancel(&self, id: &BatchId) -> Result<Option<(Batch, bool)>>;
 
     // --- validation job ----------------------------------------------------------------------
     async fn claim_validation(&self, worker: &str, lease_ms: i64) -> Result<Option<BatchJob>>;
@@ -64,6 +65,10 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_finalization(&self, job: &FinalizeJob, done: &FinalizeOutcome) -> Result<bool>;
     /// Gives a claimed job back without finishing it.
     async fn release_job(&self, job: &BatchJob) -> Result<()>;
+
+    /// Batches per status (non-terminal ones) and requests of running batches not yet
+    /// dispatched, for the queue gauges.
+    async fn queue_stats(&self) -> Result<QueueStats>;
 
     /// Cheap query proving the database answers (readiness).
     async fn ping(&self) -> Result<()>;

@@ -55,6 +55,15 @@ pub enum ValidationOutcome {
     Invalid { errors: Vec<BatchError> },
 }
 
+/// What the queue gauges show.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    /// (status, number of batches) for every non-terminal status.
+    pub active: Vec<(String, i64)>,
+    /// Lines of pending chunks plus the unfinished lines of leased ones.
+    pub queue_depth: i64,
+}
+
 /// A chunk claimed by a worker: its lines, the batch's context and the fence of this claim.
 #[derive(Debug, Clone)]
 pub struct ChunkLease {
@@ -66,6 +75,8 @@ pub struct ChunkLease {
     pub created_at: i64,
     pub chunk: ChunkSpec,
     pub fence: i64,
+    /// This claim is the batch's first dispatch (for the queue-wait histogram).
+    pub first_claim: bool,
 }
 
 /// What a heartbeat reports of one held chunk.
@@ -117,6 +128,7 @@ pub struct FinalizeJob {
     pub output_file_id: FileId,
     pub error_file_id: FileId,
     pub output_expires_at: Option<i64>,
+    pub created_at: i64,
     pub chunks: Vec<(ChunkSpec, Option<i64>)>,
 }
 

@@ -156,11 +156,11 @@ impl Store for SqliteStore {
         Ok(Page { items, has_more })
     }
 
-    async fn request_cancel(&self, id: &BatchId) -> Result<Option<Batch>> {
+    async fn request_cancel(&self, id: &BatchId) -> Result<Option<(Batch, bool)>> {
         let now = unix_now();
         // One statement, so a validator finishing at the same moment either sees `cancelled`
         // (its fenced update matches nothing) or has already moved the batch to `in_progress`.
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE batches SET
                  status = CASE status WHEN 'validating' THEN 'cancelled' ELSE 'cancelling' END,
                  cancelling_at = ?2,
@@ -170,10 +170,12 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .bind(now)
         .execute(&self.pool)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
         let Some(batch) = self.fetch_batch(id.as_str()).await? else { return Ok(None) };
         match batch.status {
-            BatchStatus::Cancelling | BatchStatus::Cancelled => Ok(Some(batch)),
+            BatchStatus::Cancelling | BatchStatus::Cancelled => Ok(Some((batch, changed))),
             other => Err(StoreError::Conflict(format!("Cannot cancel a batch with status {other}."))),
         }
     }
@@ -284,8 +286,8 @@ impl Store for SqliteStore {
         let Some(row) = row else { return Ok(None) };
         let batch_id: String = row.try_get("batch_id")?;
         let batch = sqlx::query(
-            "UPDATE batches SET last_claim_ms = ? WHERE id = ?
-             RETURNING input_file_id, endpoint, model, expires_at, created_at",
+            "UPDATE batches SET last_claim_ms = ?1, first_dispatch_at = COALESCE(first_dispatch_at, ?1) WHERE id = ?2
+             RETURNING input_file_id, endpoint, model, expires_at, created_at, first_dispatch_at",
         )
         .bind(now_ms)
         .bind(&batch_id)
@@ -301,6 +303,7 @@ impl Store for SqliteStore {
             created_at: batch.try_get("created_at")?,
             chunk: chunk_from_row(&row)?,
             fence: row.try_get("fence")?,
+            first_claim: batch.try_get::<Option<i64>, _>("first_dispatch_at")? == Some(now_ms),
         }))
     }
 
@@ -487,6 +490,7 @@ impl Store for SqliteStore {
                 output_file_id: parse(&b.try_get::<String, _>("planned_output_file_id")?)?,
                 error_file_id: parse(&b.try_get::<String, _>("planned_error_file_id")?)?,
                 output_expires_at: expires_after.map(|s| created_at + s),
+                created_at,
                 chunks,
             }));
         }
@@ -547,6 +551,23 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        let active: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM batches
+             WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let queue_depth: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(c.line_count - CASE WHEN c.state = 'leased' THEN c.completed + c.failed ELSE 0 END), 0)
+             FROM chunks c JOIN batches b ON b.id = c.batch_id
+             WHERE b.status = 'in_progress' AND c.state IN ('pending', 'leased')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueStats { active, queue_depth })
     }
 
     async fn ping(&self) -> Result<()> {

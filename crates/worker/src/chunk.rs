@@ -11,12 +11,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 use vllm_batch_core::batch::{InputTokensDetails, OutputTokensDetails};
 use vllm_batch_core::line::{is_blank, trim_line, RequestLine};
 use vllm_batch_core::output::{error_line, output_line, LineFailure};
 use vllm_batch_core::time::unix_now_ms;
 use vllm_batch_core::Usage;
+use vllm_batch_metrics::metrics;
+use vllm_batch_metrics::throughput::throughput;
 use vllm_batch_store::{file_key, part_key, BlobWriter, ChunkBeat, ChunkLease, ChunkOutcome};
 
 use crate::dispatch::{send, Outcome};
@@ -40,6 +42,8 @@ pub(crate) struct ChunkState {
     pub lease: ChunkLease,
     completed: AtomicI64,
     failed: AtomicI64,
+    /// Requests that failed after every retry (reported as one error per chunk).
+    gave_up: AtomicI64,
     /// Lines not yet on the wire (they count in the worker's backlog).
     undispatched: AtomicI64,
     stop: watch::Sender<Option<StopReason>>,
@@ -51,6 +55,7 @@ impl ChunkState {
             lease: lease.clone(),
             completed: AtomicI64::new(0),
             failed: AtomicI64::new(0),
+            gave_up: AtomicI64::new(0),
             undispatched: AtomicI64::new(lease.chunk.line_count),
             stop: watch::channel(None).0,
         })
@@ -117,11 +122,31 @@ enum Part {
 /// Runs a chunk to its end and always gives its backlog and registry entry back.
 pub(crate) async fn process(s: Arc<Shared>, lease: ChunkLease, state: Arc<ChunkState>) {
     let started = std::time::Instant::now();
-    match run(&s, &lease, &state).await {
-        Ok(true) => debug!(elapsed_ms = started.elapsed().as_millis() as u64, "chunk completed"),
-        Ok(false) => warn!(reason = ?state.reason(), "chunk not completed; another worker will take it"),
-        Err(e) => warn!(error = %e, "chunk failed; its lease will expire and it will be retried"),
-    }
+    let m = metrics();
+    let outcome = match run(&s, &lease, &state).await {
+        Ok(true) => {
+            debug!(elapsed_ms = started.elapsed().as_millis() as u64, "chunk completed");
+            m.chunk_duration.observe(started.elapsed().as_secs_f64());
+            m.chunk_size.observe(lease.chunk.line_count as f64);
+            let gave_up = state.gave_up.load(Ordering::Relaxed);
+            if gave_up > 0 {
+                m.errors.with_label_values(&["upstream"]).inc();
+                error!(requests = gave_up, "requests failed after every retry; they are in the batch's error file");
+            }
+            "completed"
+        }
+        Ok(false) if state.reason() == Some(StopReason::Release) => "released",
+        Ok(false) => {
+            warn!(reason = ?state.reason(), "chunk not completed; another worker will take it");
+            "lost"
+        }
+        Err(e) => {
+            m.errors.with_label_values(&["chunk"]).inc();
+            error!(error = %e, "chunk failed; its lease will expire and it will be retried");
+            "error"
+        }
+    };
+    m.chunks_processed.with_label_values(&[outcome]).inc();
     s.held.lock().unwrap().remove(&state.key());
     s.backlog.fetch_sub(state.undispatched.swap(0, Ordering::AcqRel), Ordering::AcqRel);
     s.wake.notify_one();
@@ -165,13 +190,16 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
         tasks.spawn(async move {
             let part = match send(&s, &state, upstream, body).await {
                 Outcome::Success { status, request_id, body } => {
-                    add_usage(&usage, &body);
+                    throughput().record(add_usage(&usage, &body));
                     state.completed.fetch_add(1, Ordering::Relaxed);
                     let raw: &RawValue = serde_json::from_slice(&body).expect("checked to be JSON");
                     Part::Out(output_line(&custom_id, status, &request_id, raw))
                 }
                 Outcome::Failure { code, message, response } => {
                     state.failed.fetch_add(1, Ordering::Relaxed);
+                    if code == "upstream_error" {
+                        state.gave_up.fetch_add(1, Ordering::Relaxed);
+                    }
                     let resp = response.as_ref().map(|(st, id, b)| {
                         (*st, id.as_str(), serde_json::from_slice::<&RawValue>(b).expect("JSON by construction"))
                     });
@@ -222,7 +250,16 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
         failed: state.failed.load(Ordering::Relaxed),
         usage: *usage.lock().unwrap(),
     };
-    s.store.complete_chunk(lease, &outcome).await
+    let done = s.store.complete_chunk(lease, &outcome).await?;
+    if done {
+        // Counted once the results are committed, so the counters agree with the batch.
+        let m = metrics();
+        m.requests_processed.with_label_values(&["completed"]).inc_by(outcome.completed as u64);
+        m.requests_processed.with_label_values(&["failed"]).inc_by(outcome.failed as u64);
+        m.tokens_generated.inc_by(outcome.usage.output_tokens as u64);
+        m.prompt_tokens.inc_by(outcome.usage.input_tokens as u64);
+    }
+    Ok(done)
 }
 
 /// Owns the chunk's two part writers; commits them only when told the chunk is complete.
@@ -274,9 +311,10 @@ struct WithUsage {
 }
 
 /// Adds an upstream response's `usage` to the chunk's sum (OpenAI's batch `usage` names:
-/// prompt → input, completion → output).
-fn add_usage(sum: &Mutex<Usage>, body: &[u8]) {
-    let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(body) else { return };
+/// prompt → input, completion → output); returns the completion tokens.
+fn add_usage(sum: &Mutex<Usage>, body: &[u8]) -> u64 {
+    let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(body) else { return 0 };
+    let generated = u.completion_tokens.max(0) as u64;
     let mut s = sum.lock().unwrap();
     s.input_tokens += u.prompt_tokens;
     s.output_tokens += u.completion_tokens;
@@ -286,6 +324,7 @@ fn add_usage(sum: &Mutex<Usage>, body: &[u8]) {
     s.input_tokens_details = InputTokensDetails { cached_tokens: s.input_tokens_details.cached_tokens + cached };
     s.output_tokens_details =
         OutputTokensDetails { reasoning_tokens: s.output_tokens_details.reasoning_tokens + reasoning };
+    generated
 }
 
 #[cfg(test)]

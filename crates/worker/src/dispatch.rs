@@ -8,6 +8,8 @@ use bytes::Bytes;
 use rand::Rng;
 use reqwest::StatusCode;
 
+use vllm_batch_metrics::metrics;
+
 use crate::chunk::{ChunkState, StopReason};
 use crate::Shared;
 
@@ -24,7 +26,13 @@ pub(crate) enum Outcome {
 /// One attempt's result.
 enum Attempt {
     Done(Outcome),
-    Transient { message: String, retry_after: Option<Duration>, response: Option<(u16, String, Bytes)> },
+    Transient {
+        /// The `reason` label of the retry metric and `class` of the error metric.
+        reason: &'static str,
+        message: String,
+        retry_after: Option<Duration>,
+        response: Option<(u16, String, Bytes)>,
+    },
 }
 
 /// Sends `body` to `upstream`, retrying transient failures; holds an in-flight slot only while
@@ -40,12 +48,18 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, upstream: usize, body: 
         if attempt == 0 {
             state.dispatched(s);
         }
+        let in_flight = metrics().upstream_in_flight.with_label_values(&[&upstream.to_string()]);
+        in_flight.inc();
+        let started = std::time::Instant::now();
         let result = attempt_once(s, &url, body.clone()).await;
+        metrics().inference_duration.observe(started.elapsed().as_secs_f64());
+        in_flight.dec();
         drop(permit);
-        let (message, retry_after, response) = match result {
+        let (reason, message, retry_after, response) = match result {
             Attempt::Done(outcome) => return outcome,
-            Attempt::Transient { message, retry_after, response } => (message, retry_after, response),
+            Attempt::Transient { reason, message, retry_after, response } => (reason, message, retry_after, response),
         };
+        metrics().upstream_errors.with_label_values(&[error_class(reason)]).inc();
         if attempt >= s.config.max_retries {
             return Outcome::Failure {
                 code: "upstream_error",
@@ -53,6 +67,7 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, upstream: usize, body: 
                 response,
             };
         }
+        metrics().upstream_retries.with_label_values(&[reason]).inc();
         let wait = backoff(s, attempt, retry_after);
         tracing::debug!(attempt, ?wait, %message, "transient upstream failure; retrying");
         tokio::select! {
@@ -73,7 +88,7 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         .body(body);
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return transient(describe(&e), None, None),
+        Err(e) => return transient(error_reason(&e), describe(&e), None, None),
     };
     let status = resp.status();
     let request_id = resp
@@ -91,26 +106,58 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
     let bytes = match resp.bytes().await {
         Ok(b) => b,
-        Err(e) => return transient(format!("reading the response failed: {}", describe(&e)), None, None),
+        Err(e) => return transient("body", format!("reading the response failed: {}", describe(&e)), None, None),
     };
     let is_json = serde_json::from_slice::<&serde_json::value::RawValue>(&bytes).is_ok();
     if status.is_success() {
         if is_json {
             return Attempt::Done(Outcome::Success { status: status.as_u16(), request_id, body: bytes });
         }
-        return transient(format!("upstream answered {status} with a body that is not JSON"), None, None);
+        return transient("body", format!("upstream answered {status} with a body that is not JSON"), None, None);
     }
     let message = upstream_message(&bytes).unwrap_or_else(|| format!("upstream answered {status}"));
     let body = if is_json { bytes } else { Bytes::from(serde_json::to_vec(&String::from_utf8_lossy(&bytes)).unwrap()) };
     let response = Some((status.as_u16(), request_id, body));
-    if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        return transient(message, retry_after, response);
-    }
-    Attempt::Done(Outcome::Failure { code: "invalid_request", message, response })
+    let reason = match status {
+        StatusCode::REQUEST_TIMEOUT => "status_408",
+        StatusCode::TOO_MANY_REQUESTS => "status_429",
+        s if s.is_server_error() => "status_5xx",
+        _ => {
+            metrics().upstream_errors.with_label_values(&["4xx"]).inc();
+            return Attempt::Done(Outcome::Failure { code: "invalid_request", message, response });
+        }
+    };
+    transient(reason, message, retry_after, response)
 }
 
-fn transient(message: String, retry_after: Option<Duration>, response: Option<(u16, String, Bytes)>) -> Attempt {
-    Attempt::Transient { message, retry_after, response }
+fn transient(
+    reason: &'static str,
+    message: String,
+    retry_after: Option<Duration>,
+    response: Option<(u16, String, Bytes)>,
+) -> Attempt {
+    Attempt::Transient { reason, message, retry_after, response }
+}
+
+fn error_reason(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "body"
+    }
+}
+
+/// The `class` label of `vllm_upstream_errors_total` for a transient failure reason.
+fn error_class(reason: &str) -> &'static str {
+    match reason {
+        "status_408" | "status_429" => "4xx",
+        "status_5xx" => "5xx",
+        "connect" => "connect",
+        "timeout" => "timeout",
+        _ => "body",
+    }
 }
 
 fn describe(e: &reqwest::Error) -> String {

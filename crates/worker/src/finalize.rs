@@ -15,7 +15,27 @@ use vllm_batch_core::line::{is_blank, trim_line, RequestLine};
 use vllm_batch_core::output::{error_line, LineFailure};
 use vllm_batch_store::{file_key, part_key, BlobWriter, FinalizeJob, FinalizeMode, FinalizeOutcome, StoreError};
 
+use vllm_batch_core::time::unix_now;
+use vllm_batch_metrics::metrics;
+
 use crate::Shared;
+
+/// Counts a batch that reached its terminal status.
+pub(crate) fn record_terminal(status: &str, created_at: i64) {
+    let m = metrics();
+    m.jobs_total.with_label_values(&[status]).inc();
+    m.processing_duration.observe((unix_now() - created_at).max(0) as f64);
+}
+
+fn record_end(mode: FinalizeMode, created_at: i64, extra_failed: i64) {
+    let status = match mode {
+        FinalizeMode::Complete => "completed",
+        FinalizeMode::Cancel => "cancelled",
+        FinalizeMode::Expire => "expired",
+    };
+    record_terminal(status, created_at);
+    metrics().requests_processed.with_label_values(&["failed"]).inc_by(extra_failed as u64);
+}
 
 pub(crate) async fn run_loop(s: Arc<Shared>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
@@ -26,6 +46,7 @@ pub(crate) async fn run_loop(s: Arc<Shared>, shutdown: CancellationToken) {
                     Ok(true) => span.in_scope(|| info!(mode = ?job.mode, "batch finalized")),
                     Ok(false) => span.in_scope(|| warn!("finalization lost its lease; another worker redoes it")),
                     Err(e) => {
+                        metrics().errors.with_label_values(&["finalize"]).inc();
                         span.in_scope(|| tracing::error!(error = %e, "finalization failed; will retry"));
                         let _ = s.store.release_job(&job.job).await;
                         tokio::time::sleep(s.config.poll_interval * 4).await;
@@ -120,6 +141,7 @@ async fn finalize(s: &Shared, job: &FinalizeJob) -> Result<bool, StoreError> {
     let outcome = FinalizeOutcome { output_bytes: out.finish().await?, error_bytes: err.finish().await?, extra_failed };
     let done = s.store.finish_finalization(job, &outcome).await?;
     if done {
+        record_end(job.mode, job.created_at, outcome.extra_failed);
         if let Err(e) = s.files.delete_prefix(&format!("parts/{batch}")).await {
             warn!(error = %e, "could not remove the batch's parts");
         }

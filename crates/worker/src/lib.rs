@@ -17,6 +17,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
+use vllm_batch_core::time::unix_now_ms;
+use vllm_batch_metrics::metrics;
+use vllm_batch_metrics::throughput::throughput;
 use vllm_batch_store::{BeatAnswer, ChunkBeat, FileStore, Store};
 use vllm_batch_upstream::Upstreams;
 
@@ -77,6 +80,9 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let s = self.shared;
         info!(worker = %s.config.worker_id, "worker started");
+        let m = metrics();
+        m.worker_status.with_label_values(&[&s.config.worker_id]).set(1);
+        m.worker_heartbeat.with_label_values(&[&s.config.worker_id]).set(unix_now_ms() as f64 / 1000.0);
         let mut tasks = JoinSet::new();
         tasks.spawn(validate::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("validator")));
         tasks.spawn(finalize::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("finalizer")));
@@ -85,6 +91,7 @@ impl Worker {
         tasks.spawn(heartbeat_loop(s.clone(), drained.clone()).instrument(tracing::info_span!("heartbeat")));
         tasks.spawn(s.router.clone().refresh_loop(shutdown.clone()).instrument(tracing::info_span!("routing")));
         let chunks = claim_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("claimer")).await;
+        m.worker_status.with_label_values(&[&s.config.worker_id]).set(0);
         drain(&s, chunks).await;
         drained.cancel();
         // The other loops watch `shutdown` themselves.
@@ -111,6 +118,10 @@ async fn claim_loop(s: Arc<Shared>, shutdown: CancellationToken) -> JoinSet<()> 
         if room {
             match s.store.claim_chunk(&s.config.worker_id, s.config.lease_ms()).await {
                 Ok(Some(lease)) => {
+                    if lease.first_claim {
+                        let waited = unix_now_ms() as f64 / 1000.0 - lease.created_at as f64;
+                        metrics().queue_wait.observe(waited.max(0.0));
+                    }
                     let state = ChunkState::new(&lease);
                     s.backlog.fetch_add(lease.chunk.line_count, Ordering::AcqRel);
                     s.held.lock().unwrap().insert(state.key(), state.clone());
@@ -163,11 +174,14 @@ async fn drain(s: &Arc<Shared>, mut chunks: JoinSet<()>) {
 /// being cancelled and drops chunks another worker took over.
 async fn heartbeat_loop(s: Arc<Shared>, drained: CancellationToken) {
     let every = s.config.heartbeat_interval();
+    let heartbeat = metrics().worker_heartbeat.with_label_values(&[&s.config.worker_id]);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = drained.cancelled() => return,
         }
+        heartbeat.set(unix_now_ms() as f64 / 1000.0);
+        throughput().tick();
         let states: Vec<_> = s.held.lock().unwrap().values().cloned().collect();
         if states.is_empty() {
             continue;

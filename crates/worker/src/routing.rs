@@ -17,12 +17,22 @@ pub(crate) struct Router {
     limits: Arc<Vec<Arc<Semaphore>>>,
     map: Arc<RwLock<ModelMap>>,
     max_in_flight: usize,
+    started: std::time::Instant,
+    /// Models already reported loaded once (their load duration is set once).
+    seen: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Router {
     pub fn new(upstreams: Upstreams, max_in_flight: usize) -> Self {
         let limits = (0..upstreams.specs().len()).map(|_| Arc::new(Semaphore::new(max_in_flight))).collect();
-        Router { upstreams, limits: Arc::new(limits), map: Arc::default(), max_in_flight }
+        Router {
+            upstreams,
+            limits: Arc::new(limits),
+            map: Arc::default(),
+            max_in_flight,
+            started: std::time::Instant::now(),
+            seen: Arc::default(),
+        }
     }
 
     /// In-flight requests the worker can have across all upstreams.
@@ -33,6 +43,20 @@ impl Router {
     /// Asks the upstreams for their models now and remembers the answer.
     pub async fn discover(&self) -> Result<ModelMap, UpstreamError> {
         let map = self.upstreams.discover().await?;
+        let m = vllm_batch_metrics::metrics();
+        let mut seen = self.seen.lock().unwrap();
+        for model in seen.iter() {
+            if !map.routes.contains_key(model) {
+                m.model_loaded.with_label_values(&[model]).set(0);
+            }
+        }
+        for model in map.routes.keys() {
+            m.model_loaded.with_label_values(&[model]).set(1);
+            if seen.insert(model.clone()) {
+                m.model_load_duration.with_label_values(&[model]).set(self.started.elapsed().as_secs_f64());
+            }
+        }
+        drop(seen);
         *self.map.write().unwrap() = map.clone();
         Ok(map)
     }

@@ -55,7 +55,12 @@ async fn validate_and_record(s: &Shared, job: &BatchJob) {
                 info!(total, chunks = chunks.len(), "batch validated");
                 s.wake.notify_waiters();
             }
-            ValidationOutcome::Invalid { errors } => info!(errors = errors.len(), "batch failed validation"),
+            ValidationOutcome::Invalid { errors } => {
+                info!(errors = errors.len(), "batch failed validation");
+                if let Ok(Some(b)) = s.store.get_batch(&job.batch_id).await {
+                    crate::finalize::record_terminal("failed", b.created_at);
+                }
+            }
         },
         Ok(false) => info!("batch changed during validation (cancelled or taken over); result dropped"),
         Err(e) => warn!(error = %e, "recording validation failed; will retry"),

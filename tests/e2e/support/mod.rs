@@ -44,6 +44,7 @@ pub async fn default_sim() -> SimHandle {
 pub struct Proc {
     pub child: Child,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// `serve`/`api`: the API's base URL; `worker`: its metrics endpoint's base URL.
     pub base: Option<String>,
 }
 
@@ -52,7 +53,9 @@ impl Proc {
     pub fn start(cmd: &str, data_dir: &Path, args: &[&str]) -> Proc {
         let mut command = Command::new(BIN);
         command.arg(cmd).arg("--data-dir").arg(data_dir);
-        if cmd != "worker" {
+        if cmd == "worker" {
+            command.args(["--metrics-port", "0"]);
+        } else if cmd != "migrate" {
             command.args(["--port", "0"]);
         }
         command.args(args).env("RUST_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -68,7 +71,7 @@ impl Proc {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        if v["message"] == "vllm-batch API listening" {
+                        if v["message"] == "vllm-batch API listening" || v["message"] == "worker metrics listening" {
                             let _ = tx.send(v["address"].as_str().unwrap().to_string());
                         }
                     }
@@ -76,13 +79,9 @@ impl Proc {
                 }
             });
         }
-        let base = if cmd == "worker" {
-            None
-        } else {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(addr) => Some(addr),
-                Err(_) => panic!("{cmd} did not start; logs:\n{}", logs.lock().unwrap().join("\n")),
-            }
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => Some(addr),
+            Err(_) => panic!("{cmd} did not start; logs:\n{}", logs.lock().unwrap().join("\n")),
         };
         Proc { child, logs, base }
     }
