@@ -7,6 +7,7 @@ mod batches;
 mod crash;
 mod endpoints;
 mod files;
+mod observability;
 mod sdk;
 mod validation;
 mod worker;

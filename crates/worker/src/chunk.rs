@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, error, warn};
+use tracing::{error, info, warn};
 use vllm_batch_core::batch::{InputTokensDetails, OutputTokensDetails};
 use vllm_batch_core::line::{is_blank, trim_line, RequestLine};
 use vllm_batch_core::output::{error_line, output_line, LineFailure};
@@ -125,7 +125,12 @@ pub(crate) async fn process(s: Arc<Shared>, lease: ChunkLease, state: Arc<ChunkS
     let m = metrics();
     let outcome = match run(&s, &lease, &state).await {
         Ok(true) => {
-            debug!(elapsed_ms = started.elapsed().as_millis() as u64, "chunk completed");
+            info!(
+                completed = state.completed.load(Ordering::Relaxed),
+                failed = state.failed.load(Ordering::Relaxed),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "chunk completed"
+            );
             m.chunk_duration.observe(started.elapsed().as_secs_f64());
             m.chunk_size.observe(lease.chunk.line_count as f64);
             let gave_up = state.gave_up.load(Ordering::Relaxed);

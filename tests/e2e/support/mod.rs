@@ -51,7 +51,13 @@ pub struct Proc {
 impl Proc {
     /// Starts `vllm-batch <cmd> <args>`; for `serve` and `api` waits for the listening line.
     pub fn start(cmd: &str, data_dir: &Path, args: &[&str]) -> Proc {
+        Self::start_with_env(cmd, data_dir, args, &[])
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_with_env(cmd: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut command = Command::new(BIN);
+        command.envs(env.iter().copied());
         command.arg(cmd).arg("--data-dir").arg(data_dir);
         if cmd == "worker" {
             command.args(["--metrics-port", "0"]);
