@@ -55,6 +55,24 @@ async fn a_paused_worker_cannot_overwrite_the_new_owner() {
     c.wait_until(&id, MINUTE, |b| b["request_counts"]["completed"].as_i64().unwrap() >= 20).await;
     a.signal("STOP");
     let b = worker(dir.path(), &sim, &["--chunk-size", "50", "--worker-id", "new-owner-b"]);
+    // With SQLite, a process frozen inside a write transaction keeps the database's write lock:
+    // no one can write until it resumes (README, "Known limits"). If A froze there, B makes no
+    // progress; let A run a moment and freeze it again, outside a transaction this time.
+    let mut freezes = 1;
+    loop {
+        let deadline = std::time::Instant::now() + Duration::from_secs(12);
+        while std::time::Instant::now() < deadline && !b.logs().iter().any(|l| l.contains("chunk completed")) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if b.logs().iter().any(|l| l.contains("chunk completed")) {
+            break;
+        }
+        assert!(freezes < 5, "B never made progress; B's logs:\n{}", b.logs().join("\n"));
+        a.signal("CONT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        a.signal("STOP");
+        freezes += 1;
+    }
     let done = c.wait_terminal(&id, 2 * MINUTE).await;
     assert_eq!(done["status"], "completed", "{done}");
     let (out, err) = c.results(&done).await;
