@@ -40,6 +40,40 @@ fi
 VLLM_BATCH_TEST_PYTHON="$PWD/$VENV/bin/python"
 export VLLM_BATCH_TEST_PYTHON
 
+# --- Debian packages for the monitoring checks ------------------------------------------------
+# promtool and a real prometheus (Debian's prometheus), and a compose implementation to validate
+# docker-compose.monitoring.yml (Debian's docker-compose; no Docker engine is needed for that).
+step "Debian packages: prometheus, prometheus-alertmanager, docker-compose"
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "${CI:-}" = true ] || [ "$(id -u)" = 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        # Keep the packages' init scripts from starting daemons: tests start their own.
+        policy=/usr/sbin/policy-rc.d
+        created_policy=false
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created_policy=true
+        fi
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+        if $created_policy; then rm -f "$policy"; fi
+    else
+        echo "missing: ${missing[*]}; install them: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+promtool --version | head -1
+
+# --- Monitoring configuration checks -----------------------------------------------------------
+step "monitoring/check.sh (promtool check config/rules, promtool test rules, compose config, promtail)"
+bash monitoring/check.sh
+
+step "monitoring/grafana/check_dashboards.py"
+python3 monitoring/grafana/check_dashboards.py
+
 # --- Rust ------------------------------------------------------------------------------------
 for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null; then

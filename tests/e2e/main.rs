@@ -7,6 +7,7 @@ mod batches;
 mod crash;
 mod endpoints;
 mod files;
+mod monitoring;
 mod observability;
 mod sdk;
 mod validation;
