@@ -40,6 +40,10 @@ fi
 VLLM_BATCH_TEST_PYTHON="$PWD/$VENV/bin/python"
 export VLLM_BATCH_TEST_PYTHON
 
+# --- Node.js: the official openai npm package for the Node SDK conformance test -----------------
+step "Node packages for the OpenAI Node SDK test (tests/sdk/node)"
+bash tests/sdk/node/install.sh
+
 # --- Debian packages for the monitoring checks ------------------------------------------------
 # promtool and a real prometheus (Debian's prometheus), and a compose implementation to validate
 # docker-compose.monitoring.yml (Debian's docker-compose; no Docker engine is needed for that).

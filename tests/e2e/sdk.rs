@@ -2,6 +2,11 @@
 //! official `openai` Python package, unmodified. The interpreter comes from
 //! `VLLM_BATCH_TEST_PYTHON` (set by `tests/run.sh`) or the repository's `.venv-test`; without one
 //! that can `import openai` the test fails, never skips: run `tests/run.sh` to create it.
+//!
+//! The same flow with the official `openai` Node package: `tests/sdk/node/openai_flow.mjs`, run by
+//! `node` (from `VLLM_BATCH_TEST_NODE` or the PATH) against the package pinned in
+//! `tests/sdk/node/package-lock.json` and installed by `tests/sdk/node/install.sh` (which
+//! `tests/run.sh` calls). Without node or that install the test fails, never skips.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -38,19 +43,50 @@ async fn sdk_python() -> PathBuf {
     python
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_openai_python_sdk_runs_the_whole_flow() {
-    let python = sdk_python().await;
+/// `node`, with the `openai` package installed under `tests/sdk/node`, or a panic that says how to
+/// get them.
+async fn sdk_node() -> PathBuf {
+    let node = PathBuf::from(std::env::var_os("VLLM_BATCH_TEST_NODE").unwrap_or_else(|| "node".into()));
+    let dir = repo_root().join("tests/sdk/node");
+    let hint = "run `tests/run.sh` (it runs tests/sdk/node/install.sh, which installs the pinned `openai` \
+                package with `npm ci`), or run `bash tests/sdk/node/install.sh`; Node.js 20 or later is needed";
+    let version = Command::new(&node)
+        .arg("--version")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("`{}` does not run: {e}; {hint}", node.display()));
+    assert!(version.status.success(), "`{} --version` failed; {hint}", node.display());
+    let package = dir.join("node_modules/openai/package.json");
+    assert!(package.exists(), "the `openai` Node package is not installed ({} is missing); {hint}", package.display());
+    let probe = Command::new(&node)
+        .args(["--input-type=module", "-e", "import { VERSION } from 'openai/version'; console.log(VERSION)"])
+        .current_dir(&dir)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("`{}` does not run: {e}; {hint}", node.display()));
+    assert!(
+        probe.status.success(),
+        "{} (node {}) cannot import openai: {}; {hint}",
+        node.display(),
+        String::from_utf8_lossy(&version.stdout).trim(),
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    node
+}
+
+/// Runs an SDK flow script against a fresh server and simulated vLLM; asserts it exits 0 and ends
+/// with "N passed, 0 failed", and shows its output and the server's logs otherwise.
+async fn run_flow(program: &Path, script: &Path, extra_env: &[(&str, &str)]) {
     let sim = default_sim().await;
     let app = serve(&sim, &[]);
-    let script = repo_root().join("tests/sdk/openai_flow.py");
 
-    let run = Command::new(&python)
-        .arg(&script)
+    let run = Command::new(program)
+        .arg(script)
+        .current_dir(repo_root())
         .env("OPENAI_BASE_URL", format!("{}/v1", app.client.base))
         .env("OPENAI_API_KEY", "sk-vllm-batch-test")
         .env("SIM_MODEL", MODEL)
-        .env("PYTHONUNBUFFERED", "1")
+        .envs(extra_env.iter().copied())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -64,9 +100,27 @@ async fn official_openai_python_sdk_runs_the_whole_flow() {
     println!("{stdout}");
     assert!(
         out.status.success(),
-        "the SDK flow failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- server logs (last 50) ---\n{}",
+        "the SDK flow {} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- server logs (last 50) ---\n{}",
+        script.display(),
         out.status,
         app.proc.logs().iter().rev().take(50).rev().cloned().collect::<Vec<_>>().join("\n")
     );
-    assert!(stdout.lines().any(|l| l.ends_with(" passed, 0 failed")), "no summary line:\n{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.ends_with(" passed, 0 failed")),
+        "no summary line:\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_python_sdk_runs_the_whole_flow() {
+    let python = sdk_python().await;
+    let script = repo_root().join("tests/sdk/openai_flow.py");
+    run_flow(&python, &script, &[("PYTHONUNBUFFERED", "1")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_node_sdk_runs_the_whole_flow() {
+    let node = sdk_node().await;
+    let script = repo_root().join("tests/sdk/node/openai_flow.mjs");
+    run_flow(&node, &script, &[]).await;
 }
