@@ -44,6 +44,13 @@ export VLLM_BATCH_TEST_PYTHON
 step "Node packages for the OpenAI Node SDK test (tests/sdk/node)"
 bash tests/sdk/node/install.sh
 
+# --- tmux (the CLI's progress bar is tested on a pseudo-terminal) and headless Chromium -------
+step "tmux for the CLI terminal tests"
+bash tests/cli/install.sh
+
+step "Chromium and playwright-core for the web page test (tests/browser)"
+bash tests/browser/install.sh
+
 # --- Debian packages for the monitoring checks ------------------------------------------------
 # promtool and a real prometheus (Debian's prometheus), and a compose implementation to validate
 # docker-compose.monitoring.yml (Debian's docker-compose; no Docker engine is needed for that).

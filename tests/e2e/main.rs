@@ -4,11 +4,14 @@
 mod support;
 
 mod batches;
+mod cli;
 mod crash;
 mod endpoints;
 mod files;
 mod monitoring;
 mod observability;
+mod openapi;
 mod sdk;
 mod validation;
+mod web;
 mod worker;

@@ -5,9 +5,10 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use vllm_batch_core::batch::check_metadata;
+use utoipa::{IntoParams, ToSchema};
+use vllm_batch_core::batch::{check_metadata, metadata_schema};
 use vllm_batch_core::time::unix_now;
-use vllm_batch_core::{Batch, BatchId, BatchStatus, CompletionWindow, Endpoint, FileId, List, Metadata};
+use vllm_batch_core::{Batch, BatchId, BatchStatus, CompletionWindow, Endpoint, ErrorEnvelope, FileId, List, Metadata};
 use vllm_batch_store::NewBatch;
 
 use crate::error::{Error, Result};
@@ -20,17 +21,32 @@ pub fn router() -> Router<AppState> {
         .route("/v1/batches/{batch_id}/cancel", post(cancel_batch))
 }
 
-#[derive(Deserialize)]
+/// When the batch's output and error files expire.
+#[derive(Deserialize, ToSchema)]
 struct ExpiresAfter {
+    /// What the expiry counts from: only `created_at`.
+    #[schema(pattern = "^created_at$")]
     anchor: String,
+    /// Seconds after the anchor, from 1 hour to 30 days.
+    #[schema(minimum = 3600, maximum = 2592000)]
     seconds: i64,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/batches`.
+#[derive(Deserialize, ToSchema)]
 struct CreateBatch {
+    /// The uploaded JSONL file of requests (purpose `batch`).
+    #[schema(pattern = "^file-[0-9a-f]{32}$")]
     input_file_id: String,
+    #[schema(value_type = Endpoint)]
     endpoint: String,
+    /// How long the batch may take: a whole number of seconds, minutes, hours or days such as
+    /// `24h`, `1h`, `30m` or `7d`, at most 30 days (OpenAI accepts only `24h`).
+    #[schema(
+        pattern = "^([1-9][0-9]{0,5}s|([1-9][0-9]{0,3}|[1-3][0-9]{4}|4[0-2][0-9]{3}|43[01][0-9]{2}|43200)m|([1-9][0-9]?|[1-6][0-9]{2}|7[01][0-9]|720)h|([1-9]|[12][0-9]|30)d)$"
+    )]
     completion_window: String,
+    #[schema(schema_with = metadata_schema)]
     metadata: Option<Metadata>,
     output_expires_after: Option<ExpiresAfter>,
 }
@@ -39,6 +55,19 @@ fn parse_batch_id(id: &str) -> Result<BatchId> {
     id.parse().map_err(|_| Error::NotFound { kind: "Batch", id: id.to_string() })
 }
 
+/// Create a batch.
+#[utoipa::path(
+    post,
+    path = "/v1/batches",
+    tag = "Batches",
+    request_body = CreateBatch,
+    responses(
+        (status = 200, description = "The batch, in status `validating`", body = Batch),
+        (status = 400, description = "An invalid field or a malformed body", body = ErrorEnvelope),
+        (status = 404, description = "No such input file", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    )
+)]
 async fn create_batch(
     State(st): State<AppState>,
     body: std::result::Result<Json<CreateBatch>, JsonRejection>,
@@ -99,18 +128,47 @@ async fn create_batch(
     Ok(Json(batch))
 }
 
+/// Retrieve a batch.
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{batch_id}",
+    tag = "Batches",
+    params(("batch_id" = String, Path, description = "The batch's id")),
+    responses(
+        (status = 200, description = "The batch, with live `request_counts` and `usage`", body = Batch),
+        (status = 404, description = "No such batch", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    )
+)]
 async fn get_batch(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Batch>> {
     let id = parse_batch_id(&id)?;
     let batch = st.store.get_batch(&id).await?.ok_or_else(|| Error::NotFound { kind: "Batch", id: id.to_string() })?;
     Ok(Json(batch))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Page size; default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// Cursor: the `last_id` of the previous page.
+    #[param(pattern = "^batch_[0-9a-f]{32}$")]
     after: Option<String>,
 }
 
+/// List batches, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/batches",
+    tag = "Batches",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of batches", body = vllm_batch_core::BatchList),
+        (status = 400, description = "An invalid query parameter", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    )
+)]
 async fn list_batches(
     State(st): State<AppState>,
     params: std::result::Result<Query<ListParams>, QueryRejection>,
@@ -130,6 +188,21 @@ async fn list_batches(
     Ok(Json(List::new(page.items, page.has_more, |b| b.id.clone())))
 }
 
+/// Cancel a batch.
+///
+/// Idempotent while it is cancelling or cancelled; a batch still validating is cancelled at once.
+#[utoipa::path(
+    post,
+    path = "/v1/batches/{batch_id}/cancel",
+    tag = "Batches",
+    params(("batch_id" = String, Path, description = "The batch's id")),
+    responses(
+        (status = 200, description = "The batch, `cancelling` (or `cancelled` if it had not started)", body = Batch),
+        (status = 404, description = "No such batch", body = ErrorEnvelope),
+        (status = 409, description = "The batch is finalizing or has completed, failed or expired", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    )
+)]
 async fn cancel_batch(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Batch>> {
     let id = parse_batch_id(&id)?;
     let (batch, changed) =

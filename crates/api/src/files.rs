@@ -9,9 +9,9 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 use vllm_batch_core::time::unix_now;
-use vllm_batch_core::{FileId, FileObject, FilePurpose, List};
+use vllm_batch_core::{DeletedFile, ErrorEnvelope, FileId, FileObject, FilePurpose, List};
 use vllm_batch_store::{file_key, FileListQuery};
 
 use crate::error::{Error, Result};
@@ -52,6 +52,33 @@ async fn small_text(mut field: Field<'_>, name: &'static str) -> Result<String> 
     String::from_utf8(buf).map_err(|_| Error::invalid(format!("{name} is not valid UTF-8"), Some(name)))
 }
 
+// Only documents the form: the handler streams the fields as they come instead of
+// deserializing them.
+
+/// The multipart form of an upload.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct UploadForm {
+    /// The file's content; for purpose `batch`, JSONL of requests.
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+    #[schema(value_type = FilePurpose)]
+    purpose: String,
+}
+
+/// Upload a file.
+#[utoipa::path(
+    post,
+    path = "/v1/files",
+    tag = "Files",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The stored file", body = FileObject),
+        (status = 400, description = "A missing or invalid field, or a malformed form", body = ErrorEnvelope),
+        (status = 413, description = "The file is larger than the server accepts", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    )
+)]
 async fn upload_file(
     State(st): State<AppState>,
     multipart: std::result::Result<Multipart, MultipartRejection>,
@@ -137,14 +164,33 @@ async fn upload_file(
     Ok(Json(file))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only files of this purpose.
     purpose: Option<String>,
+    /// Page size; default 10000.
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
+    /// Cursor: the `last_id` of the previous page.
+    #[param(pattern = "^file-[0-9a-f]{32}$")]
     after: Option<String>,
+    #[param(schema_with = crate::openapi::sort_order)]
     order: Option<String>,
 }
 
+/// List files.
+#[utoipa::path(
+    get,
+    path = "/v1/files",
+    tag = "Files",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of files", body = vllm_batch_core::FileList),
+        (status = 400, description = "An invalid query parameter", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    )
+)]
 async fn list_files(
     State(st): State<AppState>,
     params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
@@ -175,10 +221,34 @@ async fn find(st: &AppState, id: &str) -> Result<(FileId, FileObject)> {
     Ok((id, file))
 }
 
+/// Retrieve a file.
+#[utoipa::path(
+    get,
+    path = "/v1/files/{file_id}",
+    tag = "Files",
+    params(("file_id" = String, Path, description = "The file's id")),
+    responses(
+        (status = 200, description = "The file", body = FileObject),
+        (status = 404, description = "No such file", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    )
+)]
 async fn get_file(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<FileObject>> {
     Ok(Json(find(&st, &id).await?.1))
 }
 
+/// Download a file's content.
+#[utoipa::path(
+    get,
+    path = "/v1/files/{file_id}/content",
+    tag = "Files",
+    params(("file_id" = String, Path, description = "The file's id")),
+    responses(
+        (status = 200, description = "The file's bytes, streamed", content_type = "application/octet-stream", body = crate::openapi::Binary),
+        (status = 404, description = "No such file", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    )
+)]
 async fn file_content(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response> {
     let (id, file) = find(&st, &id).await?;
     let stream = st.files.stream(&file_key(&id)).await?;
@@ -190,11 +260,24 @@ async fn file_content(State(st): State<AppState>, Path(id): Path<String>) -> Res
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-async fn delete_file(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>> {
+/// Delete a file.
+#[utoipa::path(
+    delete,
+    path = "/v1/files/{file_id}",
+    tag = "Files",
+    params(("file_id" = String, Path, description = "The file's id")),
+    responses(
+        (status = 200, description = "The file is deleted", body = DeletedFile),
+        (status = 404, description = "No such file", body = ErrorEnvelope),
+        (status = 409, description = "A running batch reads the file", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    )
+)]
+async fn delete_file(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<DeletedFile>> {
     let id = parse_file_id(&id)?;
     if !st.store.delete_file(&id).await? {
         return Err(Error::NotFound { kind: "File", id: id.to_string() });
     }
     st.files.delete(&file_key(&id)).await?;
-    Ok(Json(json!({ "id": id, "object": "file", "deleted": true })))
+    Ok(Json(DeletedFile::new(id.to_string())))
 }

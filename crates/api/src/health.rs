@@ -9,6 +9,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
+use vllm_batch_core::ErrorEnvelope;
 use vllm_batch_metrics::{metrics, CONTENT_TYPE};
 
 use crate::error::Result;
@@ -22,11 +24,124 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(prometheus_metrics))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HealthParams {
+    /// `1` or `true`: answer as `/v1/health` does.
     verbose: Option<String>,
 }
 
+/// What the health endpoints answer. The handlers build their JSON with `json!`; these types
+/// only document it, and tests/e2e/openapi.rs checks live answers against them.
+#[allow(dead_code)]
+mod answer {
+    use std::collections::BTreeMap;
+
+    use utoipa::ToSchema;
+
+    /// Liveness: the process answers.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Liveness {
+        #[schema(pattern = "^ok$")]
+        status: String,
+    }
+
+    /// Liveness with what the process sees: upstreams, GPUs, host memory, queue and uptime.
+    #[derive(ToSchema)]
+    pub(super) struct VerboseHealth {
+        #[schema(pattern = "^ok$")]
+        status: String,
+        version: String,
+        uptime_seconds: u64,
+        upstreams: Vec<UpstreamHealth>,
+        /// The latest GPU readings; empty without NVML or a GPU.
+        gpus: Vec<GpuHealth>,
+        host: HostMemory,
+        queue: QueueHealth,
+    }
+
+    /// `/health` answers briefly, or verbosely with `?verbose=1`.
+    #[derive(ToSchema)]
+    #[serde(untagged)]
+    pub(super) enum HealthAnswer {
+        Liveness(Liveness),
+        Verbose(VerboseHealth),
+    }
+
+    /// One upstream: `up` with the models it lists, or `down` with why.
+    #[derive(ToSchema)]
+    pub(super) struct UpstreamHealth {
+        url: String,
+        #[schema(pattern = "^(up|down)$")]
+        status: String,
+        #[schema(nullable = false)]
+        models: Option<Vec<String>>,
+        #[schema(nullable = false)]
+        error: Option<String>,
+    }
+
+    /// One GPU's latest reading; a value NVML could not read is `null`.
+    #[derive(ToSchema)]
+    pub(super) struct GpuHealth {
+        index: u32,
+        name: String,
+        uuid: String,
+        #[schema(required = true)]
+        temperature_celsius: Option<f64>,
+        #[schema(required = true)]
+        memory_used_bytes: Option<f64>,
+        #[schema(required = true)]
+        memory_total_bytes: Option<f64>,
+        #[schema(required = true)]
+        utilization_percent: Option<f64>,
+        #[schema(required = true)]
+        power_watts: Option<f64>,
+    }
+
+    /// The host's memory, from `/proc/meminfo` (`null` where it cannot be read).
+    #[derive(ToSchema)]
+    pub(super) struct HostMemory {
+        #[schema(required = true)]
+        memory_total_bytes: Option<u64>,
+        #[schema(required = true)]
+        memory_available_bytes: Option<u64>,
+    }
+
+    /// Batches by active status and the requests waiting, or why the database could not say.
+    #[derive(ToSchema)]
+    #[serde(untagged)]
+    pub(super) enum QueueHealth {
+        Stats { active: BTreeMap<String, i64>, queue_depth: i64 },
+        Failing { error: String },
+    }
+
+    /// Readiness and each check's result.
+    #[derive(ToSchema)]
+    pub(super) struct Readiness {
+        #[schema(pattern = "^(ready|not_ready)$")]
+        status: String,
+        /// `database`, `file_store` and `upstream <url>` for each upstream.
+        checks: BTreeMap<String, ReadinessCheck>,
+    }
+
+    #[derive(ToSchema)]
+    pub(super) struct ReadinessCheck {
+        #[schema(pattern = "^(ok|failing)$")]
+        status: String,
+        #[schema(nullable = false)]
+        error: Option<String>,
+    }
+}
+
+/// Liveness.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "Health",
+    params(HealthParams),
+    responses((status = 200, description = "The process answers", body = answer::HealthAnswer))
+)]
 async fn health(State(st): State<AppState>, Query(p): Query<HealthParams>) -> Json<Value> {
     match p.verbose.as_deref() {
         Some("1" | "true") => verbose_health(State(st)).await,
@@ -47,6 +162,13 @@ fn host_memory() -> Value {
     json!({ "memory_total_bytes": field("MemTotal:"), "memory_available_bytes": field("MemAvailable:") })
 }
 
+/// Liveness, with upstreams, GPUs, host memory, queue and uptime.
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "Health",
+    responses((status = 200, description = "The process answers", body = answer::VerboseHealth))
+)]
 async fn verbose_health(State(st): State<AppState>) -> Json<Value> {
     let mut upstreams = Vec::new();
     for (i, spec) in st.upstreams.specs().iter().enumerate() {
@@ -76,6 +198,18 @@ async fn verbose_health(State(st): State<AppState>) -> Json<Value> {
     }))
 }
 
+/// Readiness.
+///
+/// The database answers, the file store takes writes, every upstream lists its models.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "Health",
+    responses(
+        (status = 200, description = "Ready", body = answer::Readiness),
+        (status = 503, description = "Not ready; `checks` names what failed", body = answer::Readiness),
+    )
+)]
 async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     let mut checks = serde_json::Map::new();
     let mut ok = true;
@@ -99,7 +233,18 @@ async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     (status, Json(json!({ "status": if ok { "ready" } else { "not_ready" }, "checks": checks })))
 }
 
+/// Prometheus metrics.
+///
 /// Refreshes the gauges read from the database, then renders every metric.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "Health",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    )
+)]
 async fn prometheus_metrics(State(st): State<AppState>) -> Result<impl IntoResponse> {
     let stats = st.store.queue_stats().await?;
     let m = metrics();

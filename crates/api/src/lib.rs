@@ -7,6 +7,8 @@ mod files;
 mod health;
 mod models;
 mod observe;
+mod openapi;
+mod web;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +50,9 @@ pub struct AppState {
     /// The latest GPU readings, for the verbose health endpoint.
     pub gpus: GpuSampler,
     pub started: Instant,
+    /// Prometheus the web page's system panel reads (`/api/metrics/*`); `None`: this
+    /// process's own registry.
+    pub prometheus_url: Option<String>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -61,6 +66,8 @@ pub fn router(state: AppState) -> Router {
         .merge(batches::router())
         .merge(models::router())
         .merge(health::router())
+        .merge(web::router())
+        .merge(openapi::router())
         .fallback(unknown_route)
         .with_state(state)
         .layer(axum::middleware::from_fn(observe::record))

@@ -71,6 +71,14 @@ pub enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
+    /// Client: upload a JSONL file, create a batch, follow it, download its results.
+    Submit(crate::client::SubmitArgs),
+    /// Client: list, show, cancel or follow batches on a server.
+    #[command(subcommand)]
+    Batches(crate::client::BatchesCommand),
+    /// Client: list, show, download or delete files on a server.
+    #[command(subcommand)]
+    Files(crate::client::FilesCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -172,6 +180,10 @@ pub struct LogArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ObserveArgs {
+    /// Prometheus whose data the web page's system panel reads (PromQL over HTTP); without it
+    /// the panel reads this process's own metrics.
+    #[arg(long, env = "PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
     /// How often GPUs are read through NVML (`0s` turns the sampler off).
     #[arg(long, env = "VLLM_BATCH_GPU_SAMPLE_INTERVAL", default_value = "5s", value_parser = duration)]
     pub gpu_sample_interval: Duration,

@@ -3,6 +3,7 @@
 //! SIGTERM or Ctrl-C.
 
 mod args;
+mod client;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,8 +36,8 @@ async fn main() -> Result<()> {
             let worker =
                 Worker::new(store.clone(), files.clone(), upstreams.clone(), worker_config(&worker), wake.clone());
             let worker = tokio::spawn(worker.run(shutdown.clone()));
-            let api_result =
-                serve_api(&http, state(store, files, upstreams, &http, wake, gpus), shutdown.clone()).await;
+            let st = state(store, files, upstreams, &http, wake, gpus, observe.prometheus_url.clone());
+            let api_result = serve_api(&http, st, shutdown.clone()).await;
             // If the API could not start, the worker must not outlive it.
             shutdown.cancel();
             worker.await.context("worker task")?;
@@ -48,7 +49,8 @@ async fn main() -> Result<()> {
             let upstreams = upstreams(&upstream)?;
             let shutdown = shutdown_signal();
             let gpus = gpu_sampler(&observe, &shutdown);
-            let st = state(store, files, upstreams, &http, Arc::new(Notify::new()), gpus);
+            let st =
+                state(store, files, upstreams, &http, Arc::new(Notify::new()), gpus, observe.prometheus_url.clone());
             serve_api(&http, st, shutdown).await
         }
         Command::Worker { storage, upstream, worker, log, observe, metrics } => {
@@ -63,6 +65,9 @@ async fn main() -> Result<()> {
             shutdown.cancel();
             endpoint.await.context("metrics endpoint")?
         }
+        Command::Submit(args) => client::submit(args).await,
+        Command::Batches(cmd) => client::batches(cmd).await,
+        Command::Files(cmd) => client::files(cmd).await,
         Command::Migrate { storage, log } => {
             let _log = logging(&log, Service::Api);
             let url = storage.database_url();
@@ -121,6 +126,7 @@ fn state(
     http: &HttpArgs,
     wake: Arc<Notify>,
     gpus: GpuSampler,
+    prometheus_url: Option<String>,
 ) -> AppState {
     AppState {
         store,
@@ -130,6 +136,7 @@ fn state(
         wake,
         gpus,
         started: Instant::now(),
+        prometheus_url,
     }
 }
 

@@ -6,9 +6,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 
 /// A batch's lifecycle, exactly OpenAI's statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchStatus {
     Validating,
@@ -112,6 +115,19 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// A string enum of `Endpoint::ALL`, so the document cannot drift from what the parser accepts.
+impl utoipa::PartialSchema for Endpoint {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Endpoint::ALL.map(Endpoint::as_str)))
+            .description(Some("The upstream endpoint every request of the batch goes to."))
+            .into()
+    }
+}
+
+impl ToSchema for Endpoint {}
+
 impl Serialize for Endpoint {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -143,26 +159,40 @@ pub fn check_metadata(m: &Metadata) -> Result<(), String> {
     Ok(())
 }
 
+/// The OpenAPI schema of `metadata`, with the limits `check_metadata` enforces; `null` is
+/// accepted in requests and sent in responses when a batch has none.
+pub fn metadata_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .description(Some(
+            "Up to 16 key-value pairs attached to the batch: keys at most 64 characters, values at most 512.",
+        ))
+        .max_properties(Some(16))
+        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(64))))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(512))))
+        .into()
+}
+
 /// `request_counts` of a batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RequestCounts {
     pub total: i64,
     pub completed: i64,
     pub failed: i64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InputTokensDetails {
     pub cached_tokens: i64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OutputTokensDetails {
     pub reasoning_tokens: i64,
 }
 
 /// `usage` of a batch: the sum of the upstream responses' usage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     pub input_tokens: i64,
     pub input_tokens_details: InputTokensDetails,
@@ -172,17 +202,21 @@ pub struct Usage {
 }
 
 /// One entry of `errors.data`: why validation failed, with the input line when there is one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BatchError {
     pub code: String,
     pub message: String,
+    #[schema(required = true)]
     pub param: Option<String>,
+    /// The 1-based input line the error is about, if any.
+    #[schema(required = true)]
     pub line: Option<u64>,
 }
 
 /// `errors` of a batch: `{"object": "list", "data": [...]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BatchErrors {
+    #[schema(pattern = "^list$")]
     pub object: String,
     pub data: Vec<BatchError>,
 }
@@ -193,30 +227,47 @@ impl BatchErrors {
     }
 }
 
-/// OpenAI's Batch object, field for field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// OpenAI's Batch object, field for field. Every field is always sent, `null` where unset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Batch {
     pub id: String,
+    #[schema(pattern = "^batch$")]
     pub object: String,
+    #[schema(value_type = Endpoint)]
     pub endpoint: String,
+    /// The `body.model` of the input lines, once validation has read them.
+    #[schema(required = true)]
     pub model: Option<String>,
+    /// Why validation failed (status `failed`).
+    #[schema(required = true)]
     pub errors: Option<BatchErrors>,
     pub input_file_id: String,
     pub completion_window: String,
     pub status: BatchStatus,
+    #[schema(required = true)]
     pub output_file_id: Option<String>,
+    #[schema(required = true)]
     pub error_file_id: Option<String>,
     pub created_at: i64,
+    #[schema(required = true)]
     pub in_progress_at: Option<i64>,
+    #[schema(required = true)]
     pub expires_at: Option<i64>,
+    #[schema(required = true)]
     pub finalizing_at: Option<i64>,
+    #[schema(required = true)]
     pub completed_at: Option<i64>,
+    #[schema(required = true)]
     pub failed_at: Option<i64>,
+    #[schema(required = true)]
     pub expired_at: Option<i64>,
+    #[schema(required = true)]
     pub cancelling_at: Option<i64>,
+    #[schema(required = true)]
     pub cancelled_at: Option<i64>,
     pub request_counts: RequestCounts,
     pub usage: Usage,
+    #[schema(required = true, schema_with = metadata_schema)]
     pub metadata: Option<Metadata>,
 }
 

@@ -3,6 +3,9 @@
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 
 /// The purposes OpenAI's Files API accepts. Only `batch` files can be a batch's input;
 /// `batch_output` is what the server itself writes.
@@ -51,16 +54,49 @@ impl FromStr for FilePurpose {
     }
 }
 
-/// OpenAI's File object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A string enum of `FilePurpose::ALL`, so the document cannot drift from what the parser accepts.
+impl utoipa::PartialSchema for FilePurpose {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(FilePurpose::ALL.map(FilePurpose::as_str)))
+            .description(Some("What the file is for; a batch's input file has purpose `batch`."))
+            .into()
+    }
+}
+
+impl ToSchema for FilePurpose {}
+
+/// OpenAI's File object. Every field is always sent, `null` where unset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FileObject {
     pub id: String,
+    #[schema(pattern = "^file$")]
     pub object: String,
+    /// Size in bytes.
     pub bytes: i64,
     pub created_at: i64,
+    #[schema(required = true)]
     pub expires_at: Option<i64>,
     pub filename: String,
+    #[schema(value_type = FilePurpose)]
     pub purpose: String,
     pub status: String,
+    #[schema(required = true)]
     pub status_details: Option<String>,
+}
+
+/// What `DELETE /v1/files/{file_id}` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeletedFile {
+    pub id: String,
+    #[schema(pattern = "^file$")]
+    pub object: String,
+    pub deleted: bool,
+}
+
+impl DeletedFile {
+    pub fn new(id: impl Into<String>) -> Self {
+        DeletedFile { id: id.into(), object: "file".into(), deleted: true }
+    }
 }

@@ -12,7 +12,7 @@ pub mod window;
 
 pub use batch::{Batch, BatchError, BatchErrors, BatchStatus, Endpoint, Metadata, RequestCounts, Usage};
 pub use error::{ApiErrorBody, ErrorEnvelope};
-pub use file::{FileObject, FilePurpose};
+pub use file::{DeletedFile, FileObject, FilePurpose};
 pub use ids::{BatchId, FileId, IdError};
 pub use line::{LineError, LineErrorCode, ParsedLine, RequestLine};
 pub use window::CompletionWindow;
@@ -25,6 +25,54 @@ pub struct List<T> {
     pub first_id: Option<String>,
     pub last_id: Option<String>,
     pub has_more: bool,
+}
+
+/// Written by hand rather than derived: utoipa inlines a generic argument's whole schema, where
+/// a `$ref` to the item's component reads better and keeps one definition of each object.
+impl<T: utoipa::ToSchema> utoipa::PartialSchema for List<T> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+        use utoipa::openapi::Ref;
+        let nullable_id = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .description(Some(description))
+        };
+        ObjectBuilder::new()
+            .description(Some(format!("A page of {} objects.", T::name())))
+            .property("object", ObjectBuilder::new().schema_type(Type::String).pattern(Some("^list$")))
+            .property("data", ArrayBuilder::new().items(Ref::from_schema_name(T::name())))
+            .property("first_id", nullable_id("The id of the first item of `data`; `null` when `data` is empty."))
+            .property("last_id", nullable_id("The id of the last item of `data`: the `after` cursor of the next page."))
+            .property(
+                "has_more",
+                ObjectBuilder::new().schema_type(Type::Boolean).description(Some("Whether items follow `last_id`.")),
+            )
+            .required("object")
+            .required("data")
+            .required("first_id")
+            .required("last_id")
+            .required("has_more")
+            .into()
+    }
+}
+
+/// `List<Batch>` and `List<FileObject>` by the names the OpenAPI document gives them. Handlers'
+/// `#[utoipa::path]` attributes name these aliases: utoipa composes a generic type's schema
+/// itself, through its derive only, but takes a non-generic path's `ToSchema` as written.
+pub type BatchList = List<Batch>;
+pub type FileList = List<FileObject>;
+
+impl<T: utoipa::ToSchema> utoipa::ToSchema for List<T> {
+    /// `BatchList`, `FileList` (`FileObject` loses its `Object`).
+    fn name() -> std::borrow::Cow<'static, str> {
+        format!("{}List", T::name().trim_end_matches("Object")).into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((T::name().into(), T::schema()));
+        T::schemas(schemas);
+    }
 }
 
 impl<T> List<T> {
