@@ -3,6 +3,7 @@
 
 mod support;
 
+mod auth;
 mod batches;
 mod cli;
 mod crash;

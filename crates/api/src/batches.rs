@@ -2,6 +2,7 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use vllm_batch_core::time::unix_now;
 use vllm_batch_core::{Batch, BatchId, BatchStatus, CompletionWindow, Endpoint, ErrorEnvelope, FileId, List, Metadata};
 use vllm_batch_store::NewBatch;
 
+use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::AppState;
 
@@ -70,9 +72,16 @@ fn parse_batch_id(id: &str) -> Result<BatchId> {
 )]
 async fn create_batch(
     State(st): State<AppState>,
+    caller: Principal,
     body: std::result::Result<Json<CreateBatch>, JsonRejection>,
 ) -> Result<Json<Batch>> {
-    let Json(req) = body.map_err(|e| Error::invalid(e.body_text(), None))?;
+    let Json(req) = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(format!(
+            "The request body is larger than the {} bytes allowed",
+            st.limits.max_json_body_bytes
+        )),
+        _ => Error::invalid(e.body_text(), None),
+    })?;
     let endpoint: Endpoint = req.endpoint.parse().map_err(|m: String| Error::invalid(m, Some("endpoint")))?;
     let completion_window: CompletionWindow =
         req.completion_window.parse().map_err(|m: String| Error::invalid(m, Some("completion_window")))?;
@@ -101,7 +110,7 @@ async fn create_batch(
         .map_err(|_| Error::invalid(format!("Invalid input_file_id {:?}", req.input_file_id), Some("input_file_id")))?;
     let file = st
         .store
-        .get_file(&input_file_id)
+        .get_file(&input_file_id, caller.scope())
         .await?
         .ok_or_else(|| Error::NotFound { kind: "File", id: input_file_id.to_string() })?;
     if file.purpose != "batch" {
@@ -121,7 +130,17 @@ async fn create_batch(
         metadata: req.metadata,
         output_expires_after,
         created_at: unix_now(),
+        owner: caller.owner.clone(),
     };
+    if let Some(owner) = &caller.owner {
+        let open = st.store.count_open_batches(owner).await?;
+        if open >= st.limits.max_open_batches_per_key {
+            return Err(Error::TooManyOpenBatches(format!(
+                "This key's owner has {open} unfinished batches, the most allowed \
+                 (--max-open-batches-per-key); wait for some to end or cancel them"
+            )));
+        }
+    }
     let batch = st.store.insert_batch(&new).await?;
     tracing::info!(batch_id = %batch.id, "batch created");
     st.wake.notify_waiters();
@@ -140,9 +159,13 @@ async fn create_batch(
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     )
 )]
-async fn get_batch(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Batch>> {
+async fn get_batch(State(st): State<AppState>, caller: Principal, Path(id): Path<String>) -> Result<Json<Batch>> {
     let id = parse_batch_id(&id)?;
-    let batch = st.store.get_batch(&id).await?.ok_or_else(|| Error::NotFound { kind: "Batch", id: id.to_string() })?;
+    let batch = st
+        .store
+        .get_batch(&id, caller.scope())
+        .await?
+        .ok_or_else(|| Error::NotFound { kind: "Batch", id: id.to_string() })?;
     Ok(Json(batch))
 }
 
@@ -171,6 +194,7 @@ struct ListParams {
 )]
 async fn list_batches(
     State(st): State<AppState>,
+    caller: Principal,
     params: std::result::Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<List<Batch>>> {
     let Query(p) = params.map_err(|e| Error::invalid(e.body_text(), None))?;
@@ -184,7 +208,7 @@ async fn list_batches(
             a.parse::<BatchId>().map_err(|_| Error::invalid(format!("Invalid 'after' cursor {a:?}"), Some("after")))
         })
         .transpose()?;
-    let page = st.store.list_batches(after.as_ref(), limit).await?;
+    let page = st.store.list_batches(after.as_ref(), limit, caller.scope()).await?;
     Ok(Json(List::new(page.items, page.has_more, |b| b.id.clone())))
 }
 
@@ -203,10 +227,13 @@ async fn list_batches(
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     )
 )]
-async fn cancel_batch(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Batch>> {
+async fn cancel_batch(State(st): State<AppState>, caller: Principal, Path(id): Path<String>) -> Result<Json<Batch>> {
     let id = parse_batch_id(&id)?;
-    let (batch, changed) =
-        st.store.request_cancel(&id).await?.ok_or_else(|| Error::NotFound { kind: "Batch", id: id.to_string() })?;
+    let (batch, changed) = st
+        .store
+        .request_cancel(&id, caller.scope())
+        .await?
+        .ok_or_else(|| Error::NotFound { kind: "Batch", id: id.to_string() })?;
     if changed && batch.status == BatchStatus::Cancelled {
         // Cancelled while validating: it ends here, not in a worker's finalizer.
         let m = vllm_batch_metrics::metrics();

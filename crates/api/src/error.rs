@@ -22,6 +22,15 @@ pub enum Error {
     /// 404 for a path that is not an endpoint.
     #[error("Unknown request URL: {method} {path}")]
     UnknownRoute { method: String, path: String },
+    /// 401: no valid API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 429: the key's request rate is over its limit.
+    #[error("Rate limit reached for this API key; retry in {retry_after} s.")]
+    RateLimited { retry_after: u64 },
+    /// 429: the key has as many unfinished batches as it may.
+    #[error("{0}")]
+    TooManyOpenBatches(String),
     /// 409: the object's state forbids the operation.
     #[error("{0}")]
     Conflict(String),
@@ -62,6 +71,15 @@ impl IntoResponse for Error {
                 (StatusCode::NOT_FOUND, "invalid_request_error", None, Some("unknown_url".into()))
             }
             Error::Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", None, None),
+            Error::Unauthorized(_) => {
+                (StatusCode::UNAUTHORIZED, "invalid_request_error", None, Some("invalid_api_key".into()))
+            }
+            Error::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "requests", None, Some("rate_limit_exceeded".into()))
+            }
+            Error::TooManyOpenBatches(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "invalid_request_error", None, Some("too_many_open_batches".into()))
+            }
             Error::TooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None, Some("file_too_large".into()))
             }
@@ -78,6 +96,9 @@ impl IntoResponse for Error {
         };
         let body = ErrorEnvelope { error: ApiErrorBody { message, kind: kind.into(), param, code } };
         let mut response = (status, Json(body)).into_response();
+        if let Error::RateLimited { retry_after } = &self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after).into());
+        }
         // Read by the metrics middleware for `vllm_request_errors_total{type}`.
         response.extensions_mut().insert(ErrorType(kind));
         response

@@ -14,6 +14,7 @@ use vllm_batch_core::time::unix_now;
 use vllm_batch_core::{DeletedFile, ErrorEnvelope, FileId, FileObject, FilePurpose, List};
 use vllm_batch_store::{file_key, FileListQuery};
 
+use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::AppState;
 
@@ -81,6 +82,7 @@ struct UploadForm {
 )]
 async fn upload_file(
     State(st): State<AppState>,
+    caller: Principal,
     multipart: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Json<FileObject>> {
     let mut multipart = multipart
@@ -153,7 +155,7 @@ async fn upload_file(
         status: "processed".into(),
         status_details: None,
     };
-    if let Err(e) = st.store.insert_file(&file).await {
+    if let Err(e) = st.store.insert_file(&file, caller.owner.as_deref()).await {
         let _ = st.files.delete(&key).await;
         return Err(e.into());
     }
@@ -193,6 +195,7 @@ struct ListParams {
 )]
 async fn list_files(
     State(st): State<AppState>,
+    caller: Principal,
     params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<List<FileObject>>> {
     let Query(p) = params.map_err(|e| Error::invalid(e.body_text(), None))?;
@@ -211,13 +214,18 @@ async fn list_files(
             a.parse::<FileId>().map_err(|_| Error::invalid(format!("Invalid 'after' cursor {a:?}"), Some("after")))
         })
         .transpose()?;
-    let page = st.store.list_files(&FileListQuery { purpose: p.purpose, limit, after, ascending }).await?;
+    let query = FileListQuery { purpose: p.purpose, limit, after, ascending };
+    let page = st.store.list_files(&query, caller.scope()).await?;
     Ok(Json(List::new(page.items, page.has_more, |f| f.id.clone())))
 }
 
-async fn find(st: &AppState, id: &str) -> Result<(FileId, FileObject)> {
+async fn find(st: &AppState, caller: &Principal, id: &str) -> Result<(FileId, FileObject)> {
     let id = parse_file_id(id)?;
-    let file = st.store.get_file(&id).await?.ok_or_else(|| Error::NotFound { kind: "File", id: id.to_string() })?;
+    let file = st
+        .store
+        .get_file(&id, caller.scope())
+        .await?
+        .ok_or_else(|| Error::NotFound { kind: "File", id: id.to_string() })?;
     Ok((id, file))
 }
 
@@ -233,8 +241,8 @@ async fn find(st: &AppState, id: &str) -> Result<(FileId, FileObject)> {
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     )
 )]
-async fn get_file(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<FileObject>> {
-    Ok(Json(find(&st, &id).await?.1))
+async fn get_file(State(st): State<AppState>, caller: Principal, Path(id): Path<String>) -> Result<Json<FileObject>> {
+    Ok(Json(find(&st, &caller, &id).await?.1))
 }
 
 /// Download a file's content.
@@ -249,8 +257,8 @@ async fn get_file(State(st): State<AppState>, Path(id): Path<String>) -> Result<
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     )
 )]
-async fn file_content(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response> {
-    let (id, file) = find(&st, &id).await?;
+async fn file_content(State(st): State<AppState>, caller: Principal, Path(id): Path<String>) -> Result<Response> {
+    let (id, file) = find(&st, &caller, &id).await?;
     let stream = st.files.stream(&file_key(&id)).await?;
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -273,9 +281,13 @@ async fn file_content(State(st): State<AppState>, Path(id): Path<String>) -> Res
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     )
 )]
-async fn delete_file(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<DeletedFile>> {
+async fn delete_file(
+    State(st): State<AppState>,
+    caller: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<DeletedFile>> {
     let id = parse_file_id(&id)?;
-    if !st.store.delete_file(&id).await? {
+    if !st.store.delete_file(&id, caller.scope()).await? {
         return Err(Error::NotFound { kind: "File", id: id.to_string() });
     }
     st.files.delete(&file_key(&id)).await?;

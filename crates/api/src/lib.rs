@@ -1,6 +1,7 @@
 //! The HTTP API: OpenAI's Files and Batches endpoints, `/v1/models`, `/health` and `/ready`.
 //! One router per resource, merged here; one shared state; one error type.
 
+pub mod auth;
 mod batches;
 mod error;
 mod files;
@@ -30,11 +31,19 @@ pub use error::Error;
 pub struct ApiLimits {
     /// Largest upload, in bytes.
     pub max_upload_bytes: u64,
+    /// Largest body of the JSON endpoints, in bytes.
+    pub max_json_body_bytes: usize,
+    /// Unfinished batches one key's owner may have at once.
+    pub max_open_batches_per_key: i64,
 }
 
 impl Default for ApiLimits {
     fn default() -> Self {
-        ApiLimits { max_upload_bytes: 2 * 1024 * 1024 * 1024 }
+        ApiLimits {
+            max_upload_bytes: 2 * 1024 * 1024 * 1024,
+            max_json_body_bytes: 1024 * 1024,
+            max_open_batches_per_key: 100,
+        }
     }
 }
 
@@ -53,6 +62,8 @@ pub struct AppState {
     /// Prometheus the web page's system panel reads (`/api/metrics/*`); `None`: this
     /// process's own registry.
     pub prometheus_url: Option<String>,
+    /// API keys, the no-key rule, rate limits and the `/metrics` token.
+    pub auth: Arc<auth::Auth>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -61,6 +72,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// response and in every request's log span, request metrics, and Sentry transactions (a no-op
 /// when Sentry is off).
 pub fn router(state: AppState) -> Router {
+    let json_limit = state.limits.max_json_body_bytes;
     Router::new()
         .merge(files::router())
         .merge(batches::router())
@@ -69,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .merge(web::router())
         .merge(openapi::router())
         .fallback(unknown_route)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::extract::DefaultBodyLimit::max(json_limit))
         .with_state(state)
         .layer(axum::middleware::from_fn(observe::record))
         .layer(sentry_tower::SentryHttpLayer::new().enable_transaction())

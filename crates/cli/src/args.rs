@@ -71,6 +71,13 @@ pub enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
+    /// Create, list and revoke API keys (works on the database directly).
+    Keys {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Client: upload a JSONL file, create a batch, follow it, download its results.
     Submit(crate::client::SubmitArgs),
     /// Client: list, show, cancel or follow batches on a server.
@@ -84,10 +91,10 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct StorageArgs {
     /// Folder for the SQLite database and file bodies.
-    #[arg(long, env = "VLLM_BATCH_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "VLLM_BATCH_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
     /// Database URL; defaults to `sqlite://<data-dir>/vllm-batch.db`.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 }
 
@@ -110,6 +117,22 @@ pub struct HttpArgs {
     /// Largest file upload accepted, in bytes.
     #[arg(long, env = "VLLM_BATCH_MAX_UPLOAD_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+    /// Largest request body of the JSON endpoints, in bytes.
+    #[arg(long, env = "VLLM_BATCH_MAX_JSON_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_json_body_bytes: usize,
+    /// Unfinished batches one key's owner may have at once.
+    #[arg(long, env = "VLLM_BATCH_MAX_OPEN_BATCHES_PER_KEY", default_value_t = 100)]
+    pub max_open_batches_per_key: i64,
+    /// API requests per second each key may make (token bucket; 0: no limit).
+    #[arg(long, env = "VLLM_BATCH_RATE_LIMIT", default_value_t = 50)]
+    pub rate_limit: u32,
+    /// Burst of the per-key rate limit.
+    #[arg(long, env = "VLLM_BATCH_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+    /// Answer clients that are not on loopback even when no API key exists. Anyone who reaches
+    /// the port can then read, create and cancel everything.
+    #[arg(long, env = "VLLM_BATCH_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -180,6 +203,9 @@ pub struct LogArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ObserveArgs {
+    /// Bearer token `/metrics` requires (for scraping across networks); open when unset.
+    #[arg(long, env = "VLLM_BATCH_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Prometheus whose data the web page's system panel reads (PromQL over HTTP); without it
     /// the panel reads this process's own metrics.
     #[arg(long, env = "PROMETHEUS_URL")]
@@ -197,4 +223,27 @@ pub struct WorkerMetricsArgs {
     /// Port a standalone worker serves `/metrics` and `/health` on (0 picks a free one).
     #[arg(long, env = "VLLM_BATCH_METRICS_PORT", default_value_t = 9091)]
     pub metrics_port: u16,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Creates a key and prints it once; only a salted hash is stored.
+    Create {
+        /// The key's owner: keys with the same name see the same files and batches.
+        #[arg(long)]
+        name: String,
+        /// An admin key sees and manages every owner's files and batches.
+        #[arg(long)]
+        admin: bool,
+        /// Print the key and its record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists keys: prefix, name, created, last used, revoked.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a key, by its id or its prefix (the 8 digits after `sk-vb-`).
+    Revoke { key: String },
 }

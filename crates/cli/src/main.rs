@@ -13,6 +13,7 @@ use clap::Parser;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+use vllm_batch_api::auth::Auth;
 use vllm_batch_api::{ApiLimits, AppState};
 use vllm_batch_metrics::gpu::GpuSampler;
 use vllm_batch_metrics::{init_logging, LogGuard, LogOptions, Service};
@@ -20,7 +21,9 @@ use vllm_batch_store::{FileStore, LocalFileStore, SqliteStore, Store};
 use vllm_batch_upstream::{parse_upstreams, Upstreams};
 use vllm_batch_worker::{Worker, WorkerConfig};
 
-use args::{Cli, Command, HttpArgs, LogArgs, ObserveArgs, StorageArgs, UpstreamArgs, WorkerArgs, WorkerMetricsArgs};
+use args::{
+    Cli, Command, HttpArgs, KeysCommand, LogArgs, ObserveArgs, StorageArgs, UpstreamArgs, WorkerArgs, WorkerMetricsArgs,
+};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -36,7 +39,7 @@ async fn main() -> Result<()> {
             let worker =
                 Worker::new(store.clone(), files.clone(), upstreams.clone(), worker_config(&worker), wake.clone());
             let worker = tokio::spawn(worker.run(shutdown.clone()));
-            let st = state(store, files, upstreams, &http, wake, gpus, observe.prometheus_url.clone());
+            let st = state(store, files, upstreams, &http, wake, gpus, &observe);
             let api_result = serve_api(&http, st, shutdown.clone()).await;
             // If the API could not start, the worker must not outlive it.
             shutdown.cancel();
@@ -49,8 +52,7 @@ async fn main() -> Result<()> {
             let upstreams = upstreams(&upstream)?;
             let shutdown = shutdown_signal();
             let gpus = gpu_sampler(&observe, &shutdown);
-            let st =
-                state(store, files, upstreams, &http, Arc::new(Notify::new()), gpus, observe.prometheus_url.clone());
+            let st = state(store, files, upstreams, &http, Arc::new(Notify::new()), gpus, &observe);
             serve_api(&http, st, shutdown).await
         }
         Command::Worker { storage, upstream, worker, log, observe, metrics } => {
@@ -58,13 +60,14 @@ async fn main() -> Result<()> {
             let (store, files) = open_storage(&storage).await?;
             let shutdown = shutdown_signal();
             let _gpus = gpu_sampler(&observe, &shutdown);
-            let endpoint = serve_worker_metrics(&metrics, shutdown.clone()).await?;
+            let endpoint = serve_worker_metrics(&metrics, observe.metrics_token.clone(), shutdown.clone()).await?;
             let worker =
                 Worker::new(store, files, upstreams(&upstream)?, worker_config(&worker), Arc::new(Notify::new()));
             worker.run(shutdown.clone()).await;
             shutdown.cancel();
             endpoint.await.context("metrics endpoint")?
         }
+        Command::Keys { storage, command } => keys(&storage, command).await,
         Command::Submit(args) => client::submit(args).await,
         Command::Batches(cmd) => client::batches(cmd).await,
         Command::Files(cmd) => client::files(cmd).await,
@@ -77,6 +80,87 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `vllm-batch keys …`: straight on the database, so it works before any key exists.
+async fn keys(storage: &StorageArgs, command: KeysCommand) -> Result<()> {
+    use vllm_batch_core::apikey;
+    let url = storage.database_url();
+    let store = connect(storage, &url).await?;
+    store.migrate().await.context("applying migrations")?;
+    match command {
+        KeysCommand::Create { name, admin, json } => {
+            let name = name.trim().to_string();
+            if name.is_empty() || name.len() > 64 {
+                bail!("--name must be 1 to 64 characters");
+            }
+            let generated = apikey::generate();
+            let key = vllm_batch_store::ApiKey {
+                id: format!("key_{}", uuid::Uuid::new_v4().simple()),
+                name,
+                prefix: generated.prefix.clone(),
+                salt: generated.salt,
+                hash: generated.hash,
+                admin,
+                created_at: vllm_batch_core::time::unix_now(),
+                last_used_at: None,
+                revoked_at: None,
+            };
+            store.insert_key(&key).await.context("storing the key")?;
+            if json {
+                let out = serde_json::json!({"id": key.id, "name": key.name, "prefix": apikey::display(&key.prefix), "admin": key.admin, "created_at": key.created_at, "key": generated.secret});
+                println!("{out}");
+            } else {
+                println!("{}", generated.secret);
+                eprintln!(
+                    "Created {} key {} for {:?} ({}). It is shown only this once: store it now.",
+                    if key.admin { "an admin" } else { "a" },
+                    key.id,
+                    key.name,
+                    apikey::display(&key.prefix)
+                );
+            }
+        }
+        KeysCommand::List { json } => {
+            let keys = store.list_keys().await?;
+            if json {
+                let list: Vec<_> = keys
+                    .iter()
+                    .map(|k| serde_json::json!({"id": k.id, "name": k.name, "prefix": apikey::display(&k.prefix), "admin": k.admin, "created_at": k.created_at, "last_used_at": k.last_used_at, "revoked_at": k.revoked_at}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                println!(
+                    "{:<38} {:<18} {:<20} {:<6} {:<12} {:<12} REVOKED",
+                    "ID", "PREFIX", "NAME", "ADMIN", "CREATED", "LAST USED"
+                );
+                for k in keys {
+                    let when = |t: Option<i64>| t.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<38} {:<18} {:<20} {:<6} {:<12} {:<12} {}",
+                        k.id,
+                        apikey::display(&k.prefix),
+                        k.name,
+                        k.admin,
+                        k.created_at,
+                        when(k.last_used_at),
+                        when(k.revoked_at)
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { key } => {
+            let needle = key
+                .strip_prefix(apikey::KEY_PREFIX)
+                .map(|b| b.trim_end_matches('…').chars().take(8).collect())
+                .unwrap_or(key);
+            if !store.revoke_key(&needle).await? {
+                bail!("no key with id or prefix {needle:?}");
+            }
+            eprintln!("Revoked {needle}.");
+        }
+    }
+    Ok(())
 }
 
 fn logging(log: &LogArgs, service: Service) -> LogGuard {
@@ -126,17 +210,23 @@ fn state(
     http: &HttpArgs,
     wake: Arc<Notify>,
     gpus: GpuSampler,
-    prometheus_url: Option<String>,
+    observe: &ObserveArgs,
 ) -> AppState {
+    let auth = Auth::new(http.insecure_no_auth, observe.metrics_token.clone(), http.rate_limit, http.rate_limit_burst);
     AppState {
         store,
         files,
         upstreams,
-        limits: ApiLimits { max_upload_bytes: http.max_upload_bytes },
+        limits: ApiLimits {
+            max_upload_bytes: http.max_upload_bytes,
+            max_json_body_bytes: http.max_json_body_bytes,
+            max_open_batches_per_key: http.max_open_batches_per_key,
+        },
         wake,
         gpus,
         started: Instant::now(),
-        prometheus_url,
+        prometheus_url: observe.prometheus_url.clone(),
+        auth: Arc::new(auth),
     }
 }
 
@@ -166,15 +256,36 @@ async fn serve_api(http: &HttpArgs, state: AppState, shutdown: CancellationToken
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     info!(address = %format!("http://{local}"), "vllm-batch API listening");
-    axum::serve(listener, vllm_batch_api::router(state))
+    warn_about_auth(&state, local).await;
+    let app = vllm_batch_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("serving HTTP")
 }
 
 /// A standalone worker's own `/metrics` and `/health`, on its metrics port.
+/// Says loudly when the API is open to the network, and when it will refuse remote clients.
+async fn warn_about_auth(state: &AppState, local: std::net::SocketAddr) {
+    let keys = state.store.count_active_keys().await.unwrap_or(0);
+    if keys > 0 {
+        info!(keys, "API keys required on every request");
+    } else if state.auth.insecure_no_auth {
+        tracing::warn!(
+            "--insecure-no-auth: no API key exists and every client that reaches {local} can read, create and \
+             cancel every file and batch; create keys with `vllm-batch keys create` instead"
+        );
+    } else if !local.ip().is_loopback() {
+        tracing::warn!(
+            "no API key exists, so only clients on loopback are answered; create one with \
+             `vllm-batch keys create --name NAME` to serve {local}"
+        );
+    }
+}
+
 async fn serve_worker_metrics(
     args: &WorkerMetricsArgs,
+    token: Option<String>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
     use axum::routing::get;
@@ -185,11 +296,20 @@ async fn serve_worker_metrics(
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(|| async {
+            get(move |headers: axum::http::HeaderMap| async move {
+                use axum::response::IntoResponse;
+                let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                if let Some(token) = &token {
+                    if presented != Some(format!("Bearer {token}").as_str()) {
+                        return (axum::http::StatusCode::UNAUTHORIZED, "/metrics needs its bearer token")
+                            .into_response();
+                    }
+                }
                 (
                     [(axum::http::header::CONTENT_TYPE, vllm_batch_metrics::CONTENT_TYPE)],
                     vllm_batch_metrics::metrics().encode(),
                 )
+                    .into_response()
             }),
         )
         .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }));

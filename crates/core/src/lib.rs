@@ -1,6 +1,7 @@
 //! Domain and wire types of vllm-batch: ids, the OpenAI `Batch` and `File` objects, statuses,
 //! the OpenAI error envelope and input-line validation. No I/O lives here.
 
+pub mod apikey;
 pub mod batch;
 pub mod error;
 pub mod file;

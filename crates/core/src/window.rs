@@ -30,7 +30,9 @@ impl FromStr for CompletionWindow {
         let bad = || {
             format!("Invalid completion_window {s:?}: expected a whole number of seconds, minutes, hours or days such as \"24h\", \"1h\", \"30m\" or \"7d\" (at most 30 days)")
         };
-        if s.len() < 2 {
+        // Every valid window is ASCII; checking it first also keeps `split_at` on a char boundary
+        // (a multi-byte last character such as "\u{80}" made it panic).
+        if s.len() < 2 || !s.is_ascii() {
             return Err(bad());
         }
         let (digits, unit) = s.split_at(s.len() - 1);
@@ -70,7 +72,7 @@ mod tests {
         assert_eq!("7d".parse::<CompletionWindow>().unwrap().seconds(), 7 * 86_400);
         assert_eq!("30m".parse::<CompletionWindow>().unwrap().seconds(), 1800);
         assert_eq!("90s".parse::<CompletionWindow>().unwrap().seconds(), 90);
-        for bad in ["", "h", "0h", "1.5h", "24", "-1h", "31d", "1w", "24 h"] {
+        for bad in ["", "h", "0h", "1.5h", "24", "-1h", "31d", "1w", "24 h", "\u{80}", "1\u{e9}", "24h\u{3a057}"] {
             assert!(bad.parse::<CompletionWindow>().is_err(), "{bad}");
         }
     }

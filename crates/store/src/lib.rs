@@ -28,21 +28,38 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// claiming, so a worker that lost its lease can never overwrite newer work.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    // Reads and writes of files and batches take a `Scope`: `Some(owner)` sees only that owner's
+    // objects (another owner's look absent), `None` sees everything (admin keys, no auth, workers).
+
     // --- files -------------------------------------------------------------------------------
-    async fn insert_file(&self, file: &FileObject) -> Result<()>;
-    async fn get_file(&self, id: &FileId) -> Result<Option<FileObject>>;
-    async fn list_files(&self, query: &FileListQuery) -> Result<Page<FileObject>>;
+    async fn insert_file(&self, file: &FileObject, owner: Scope<'_>) -> Result<()>;
+    async fn get_file(&self, id: &FileId, scope: Scope<'_>) -> Result<Option<FileObject>>;
+    async fn list_files(&self, query: &FileListQuery, scope: Scope<'_>) -> Result<Page<FileObject>>;
     /// Deletes the row; refuses (`Conflict`) while a batch that is not terminal reads the file.
-    async fn delete_file(&self, id: &FileId) -> Result<bool>;
+    async fn delete_file(&self, id: &FileId, scope: Scope<'_>) -> Result<bool>;
 
     // --- batches -----------------------------------------------------------------------------
     async fn insert_batch(&self, batch: &NewBatch) -> Result<Batch>;
-    async fn get_batch(&self, id: &BatchId) -> Result<Option<Batch>>;
-    async fn list_batches(&self, after: Option<&BatchId>, limit: i64) -> Result<Page<Batch>>;
+    async fn get_batch(&self, id: &BatchId, scope: Scope<'_>) -> Result<Option<Batch>>;
+    async fn list_batches(&self, after: Option<&BatchId>, limit: i64, scope: Scope<'_>) -> Result<Page<Batch>>;
+    /// Batches of `owner` that have not ended.
+    async fn count_open_batches(&self, owner: &str) -> Result<i64>;
     /// `validating`/`in_progress` → `cancelling` (a batch still validating is cancelled at
     /// once: nothing was sent). Returns the batch after the change and whether this call made
     /// it; `Conflict` when the batch had ended otherwise.
-    async fn request_cancel(&self, id: &BatchId) -> Result<Option<(Batch, bool)>>;
+    async fn request_cancel(&self, id: &BatchId, scope: Scope<'_>) -> Result<Option<(Batch, bool)>>;
+
+    // --- API keys ----------------------------------------------------------------------------
+    async fn insert_key(&self, key: &ApiKey) -> Result<()>;
+    /// The key with this lookup prefix (revoked ones included: the caller refuses them).
+    async fn find_key(&self, prefix: &str) -> Result<Option<ApiKey>>;
+    async fn list_keys(&self) -> Result<Vec<ApiKey>>;
+    /// Revokes the key with this id or prefix; false when there is none.
+    async fn revoke_key(&self, id_or_prefix: &str) -> Result<bool>;
+    /// Records a use (at most once a minute per key, to keep writes rare).
+    async fn touch_key(&self, id: &str) -> Result<()>;
+    /// Keys not revoked: while there is one, every API request needs a key.
+    async fn count_active_keys(&self) -> Result<i64>;
 
     // --- validation job ----------------------------------------------------------------------
     async fn claim_validation(&self, worker: &str, lease_ms: i64) -> Result<Option<BatchJob>>;

@@ -2,6 +2,25 @@
 
 use vllm_batch_core::{BatchError, BatchId, CompletionWindow, Endpoint, FileId, Metadata, Usage};
 
+/// Which owner's objects a call sees: `Some(owner)` only theirs, `None` all.
+pub type Scope<'a> = Option<&'a str>;
+
+/// A stored API key (never the key itself: a salted hash of it).
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    /// Who owns what the key creates; keys with the same name share their objects.
+    pub name: String,
+    pub prefix: String,
+    pub salt: String,
+    pub hash: String,
+    /// Sees and manages every owner's objects.
+    pub admin: bool,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
 /// One page of a cursor-paginated list.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -29,6 +48,8 @@ pub struct NewBatch {
     pub metadata: Option<Metadata>,
     pub output_expires_after: Option<i64>,
     pub created_at: i64,
+    /// The creating key's owner; `None` without auth.
+    pub owner: Option<String>,
 }
 
 /// A validation or finalization job held on a batch.

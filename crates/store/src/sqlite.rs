@@ -48,19 +48,19 @@ impl SqliteStore {
     }
 
     /// The batch row with its live counts: committed counts plus the progress of leased chunks.
-    async fn fetch_batch(&self, id: &str) -> Result<Option<Batch>> {
-        let sql = format!("SELECT {BATCH_COLUMNS} FROM batches b WHERE b.id = ?");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+    async fn fetch_batch(&self, id: &str, scope: Scope<'_>) -> Result<Option<Batch>> {
+        let sql = format!("SELECT {BATCH_COLUMNS} FROM batches b WHERE b.id = ?1 AND (?2 IS NULL OR b.owner = ?2)");
+        let row = sqlx::query(&sql).bind(id).bind(scope).fetch_optional(&self.pool).await?;
         row.map(|r| batch_from_row(&r)).transpose()
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_file(&self, f: &FileObject) -> Result<()> {
+    async fn insert_file(&self, f: &FileObject, owner: Scope<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO files (id, bytes, created_at, expires_at, filename, purpose, status)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO files (id, bytes, created_at, expires_at, filename, purpose, status, owner)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&f.id)
         .bind(f.bytes)
@@ -69,28 +69,35 @@ impl Store for SqliteStore {
         .bind(&f.filename)
         .bind(&f.purpose)
         .bind(&f.status)
+        .bind(owner)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn get_file(&self, id: &FileId) -> Result<Option<FileObject>> {
-        let row = sqlx::query("SELECT * FROM files WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await?;
+    async fn get_file(&self, id: &FileId, scope: Scope<'_>) -> Result<Option<FileObject>> {
+        let row = sqlx::query("SELECT * FROM files WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)")
+            .bind(id.as_str())
+            .bind(scope)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| file_from_row(&r)).transpose()
     }
 
-    async fn list_files(&self, q: &FileListQuery) -> Result<Page<FileObject>> {
+    async fn list_files(&self, q: &FileListQuery, scope: Scope<'_>) -> Result<Page<FileObject>> {
         let (cmp, order) = if q.ascending { (">", "ASC") } else { ("<", "DESC") };
         let sql = format!(
             "SELECT * FROM files
              WHERE (?1 IS NULL OR purpose = ?1)
                AND (?2 IS NULL OR seq {cmp} (SELECT seq FROM files WHERE id = ?2))
+               AND (?4 IS NULL OR owner = ?4)
              ORDER BY seq {order} LIMIT ?3"
         );
         let rows = sqlx::query(&sql)
             .bind(q.purpose.as_deref())
             .bind(q.after.as_ref().map(|a| a.as_str()))
             .bind(q.limit + 1)
+            .bind(scope)
             .fetch_all(&self.pool)
             .await?;
         let mut items = rows.iter().map(file_from_row).collect::<Result<Vec<_>>>()?;
@@ -99,7 +106,10 @@ impl Store for SqliteStore {
         Ok(Page { items, has_more })
     }
 
-    async fn delete_file(&self, id: &FileId) -> Result<bool> {
+    async fn delete_file(&self, id: &FileId, scope: Scope<'_>) -> Result<bool> {
+        if self.get_file(id, scope).await?.is_none() {
+            return Ok(false);
+        }
         let busy: Option<String> = sqlx::query_scalar(
             "SELECT id FROM batches WHERE input_file_id = ?
                AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling') LIMIT 1",
@@ -121,8 +131,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO batches (id, endpoint, input_file_id, completion_window, status,
                  planned_output_file_id, planned_error_file_id, output_expires_after, metadata,
-                 created_at, expires_at)
-             VALUES (?, ?, ?, ?, 'validating', ?, ?, ?, ?, ?, ?)",
+                 created_at, expires_at, owner)
+             VALUES (?, ?, ?, ?, 'validating', ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(b.id.as_str())
         .bind(b.endpoint.as_str())
@@ -134,29 +144,47 @@ impl Store for SqliteStore {
         .bind(metadata)
         .bind(b.created_at)
         .bind(b.created_at + b.completion_window.seconds())
+        .bind(b.owner.as_deref())
         .execute(&self.pool)
         .await?;
-        self.fetch_batch(b.id.as_str()).await?.ok_or_else(|| StoreError::Corrupt("inserted batch vanished".into()))
+        self.fetch_batch(b.id.as_str(), None)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("inserted batch vanished".into()))
     }
 
-    async fn get_batch(&self, id: &BatchId) -> Result<Option<Batch>> {
-        self.fetch_batch(id.as_str()).await
+    async fn get_batch(&self, id: &BatchId, scope: Scope<'_>) -> Result<Option<Batch>> {
+        self.fetch_batch(id.as_str(), scope).await
     }
 
-    async fn list_batches(&self, after: Option<&BatchId>, limit: i64) -> Result<Page<Batch>> {
+    async fn list_batches(&self, after: Option<&BatchId>, limit: i64, scope: Scope<'_>) -> Result<Page<Batch>> {
         let sql = format!(
             "SELECT {BATCH_COLUMNS} FROM batches b
              WHERE (?1 IS NULL OR b.seq < (SELECT seq FROM batches WHERE id = ?1))
+               AND (?3 IS NULL OR b.owner = ?3)
              ORDER BY b.seq DESC LIMIT ?2"
         );
-        let rows = sqlx::query(&sql).bind(after.map(|a| a.as_str())).bind(limit + 1).fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query(&sql).bind(after.map(|a| a.as_str())).bind(limit + 1).bind(scope).fetch_all(&self.pool).await?;
         let mut items = rows.iter().map(batch_from_row).collect::<Result<Vec<_>>>()?;
         let has_more = items.len() as i64 > limit;
         items.truncate(limit as usize);
         Ok(Page { items, has_more })
     }
 
-    async fn request_cancel(&self, id: &BatchId) -> Result<Option<(Batch, bool)>> {
+    async fn count_open_batches(&self, owner: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM batches
+             WHERE owner = ? AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling')",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn request_cancel(&self, id: &BatchId, scope: Scope<'_>) -> Result<Option<(Batch, bool)>> {
+        if self.fetch_batch(id.as_str(), scope).await?.is_none() {
+            return Ok(None);
+        }
         let now = unix_now();
         // One statement, so a validator finishing at the same moment either sees `cancelled`
         // (its fenced update matches nothing) or has already moved the batch to `in_progress`.
@@ -173,7 +201,7 @@ impl Store for SqliteStore {
         .await?
         .rows_affected()
             == 1;
-        let Some(batch) = self.fetch_batch(id.as_str()).await? else { return Ok(None) };
+        let Some(batch) = self.fetch_batch(id.as_str(), scope).await? else { return Ok(None) };
         match batch.status {
             BatchStatus::Cancelling | BatchStatus::Cancelled => Ok(Some((batch, changed))),
             other => Err(StoreError::Conflict(format!("Cannot cancel a batch with status {other}."))),
@@ -528,15 +556,17 @@ impl Store for SqliteStore {
             [(&job.output_file_id, done.output_bytes, "output"), (&job.error_file_id, done.error_bytes, "error")];
         for (id, bytes, kind) in outputs {
             let Some(bytes) = bytes else { continue };
+            // The batch's owner owns its output files.
             sqlx::query(
-                "INSERT OR IGNORE INTO files (id, bytes, created_at, expires_at, filename, purpose, status)
-                 VALUES (?, ?, ?, ?, ?, 'batch_output', 'processed')",
+                "INSERT OR IGNORE INTO files (id, bytes, created_at, expires_at, filename, purpose, status, owner)
+                 VALUES (?, ?, ?, ?, ?, 'batch_output', 'processed', (SELECT owner FROM batches WHERE id = ?))",
             )
             .bind(id.as_str())
             .bind(bytes)
             .bind(now)
             .bind(job.output_expires_at)
             .bind(format!("{}_{kind}.jsonl", job.job.batch_id))
+            .bind(job.job.batch_id.as_str())
             .execute(&mut *tx)
             .await?;
         }
@@ -570,6 +600,57 @@ impl Store for SqliteStore {
         Ok(QueueStats { active, queue_depth })
     }
 
+    async fn insert_key(&self, k: &ApiKey) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, prefix, salt, hash, admin, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&k.id)
+        .bind(&k.name)
+        .bind(&k.prefix)
+        .bind(&k.salt)
+        .bind(&k.hash)
+        .bind(k.admin)
+        .bind(k.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_key(&self, prefix: &str) -> Result<Option<ApiKey>> {
+        let row =
+            sqlx::query("SELECT * FROM api_keys WHERE prefix = ?").bind(prefix).fetch_optional(&self.pool).await?;
+        row.map(|r| key_from_row(&r)).transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id_or_prefix: &str) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2 OR prefix = ?2")
+                .bind(unix_now())
+                .bind(id_or_prefix)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_key(&self, id: &str) -> Result<()> {
+        let now = unix_now();
+        sqlx::query("UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 AND COALESCE(last_used_at, 0) < ?1 - 60")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_active_keys(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL").fetch_one(&self.pool).await?)
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -582,6 +663,20 @@ fn parse<T: FromStr>(s: &str) -> Result<T> {
 
 fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<BatchJob> {
     Ok(BatchJob { batch_id: parse(&r.try_get::<String, _>("id")?)?, fence: r.try_get("job_fence")? })
+}
+
+fn key_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        prefix: r.try_get("prefix")?,
+        salt: r.try_get("salt")?,
+        hash: r.try_get("hash")?,
+        admin: r.try_get("admin")?,
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
 }
 
 fn chunk_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ChunkSpec> {

@@ -57,7 +57,7 @@ async fn validate_and_record(s: &Shared, job: &BatchJob) {
             }
             ValidationOutcome::Invalid { errors } => {
                 info!(errors = errors.len(), "batch failed validation");
-                if let Ok(Some(b)) = s.store.get_batch(&job.batch_id).await {
+                if let Ok(Some(b)) = s.store.get_batch(&job.batch_id, None).await {
                     crate::finalize::record_terminal("failed", b.created_at);
                 }
             }
@@ -83,11 +83,11 @@ fn digest(id: &str) -> u128 {
 }
 
 async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, String> {
-    let batch = s.store.get_batch(&job.batch_id).await.map_err(|e| e.to_string())?.ok_or("batch vanished")?;
+    let batch = s.store.get_batch(&job.batch_id, None).await.map_err(|e| e.to_string())?.ok_or("batch vanished")?;
     let endpoint: Endpoint = batch.endpoint.parse()?;
     let file_id = batch.input_file_id.parse().map_err(|e| format!("{e}"))?;
     let invalid = |e: BatchError| Ok(ValidationOutcome::Invalid { errors: vec![e] });
-    if s.store.get_file(&file_id).await.map_err(|e| e.to_string())?.is_none() {
+    if s.store.get_file(&file_id, None).await.map_err(|e| e.to_string())?.is_none() {
         return invalid(err(
             LineErrorCode::EmptyFile,
             format!("Input file {file_id} no longer exists"),

@@ -177,6 +177,13 @@ impl Client {
         Client { base, http: reqwest::Client::new() }
     }
 
+    /// A client that sends `Authorization: Bearer <key>` on every request.
+    pub fn with_key(base: String, key: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+        Client { base, http: reqwest::Client::builder().default_headers(headers).build().unwrap() }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
