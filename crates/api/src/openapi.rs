@@ -37,6 +37,7 @@ use crate::AppState;
         crate::health::prometheus_metrics,
         openapi_json,
     ),
+    modifiers(&Security),
     tags(
         (name = "Files", description = "Upload batch input, download output and error files"),
         (name = "Batches", description = "Create, follow, list and cancel batches"),
@@ -46,6 +47,60 @@ use crate::AppState;
     )
 )]
 struct ApiDoc;
+
+/// API keys in the document: a bearer scheme, optional on every `/v1/` operation (a server
+/// without keys answers loopback clients without one), and the 401 and 429 answers keys bring.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("sk-vb-…")
+                    .description(Some("An API key made with `vllm-batch keys create`, as OpenAI's SDKs send it"))
+                    .build(),
+            ),
+        );
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorEnvelope"))).build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let protected = path.starts_with("/v1/") && path != "/v1/health";
+            let metrics = path == "/metrics";
+            for op in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+                if protected {
+                    op.security = Some(vec![
+                        SecurityRequirement::default(),
+                        SecurityRequirement::new("bearer", Vec::<String>::new()),
+                    ]);
+                    op.responses.responses.entry("401".into()).or_insert_with(|| error("No valid API key").into());
+                    op.responses
+                        .responses
+                        .entry("429".into())
+                        .or_insert_with(|| error("The key's rate or open-batch limit is reached").into());
+                }
+                if metrics {
+                    op.responses
+                        .responses
+                        .entry("401".into())
+                        .or_insert_with(|| error("The metrics token is missing or wrong").into());
+                }
+            }
+        }
+    }
+}
 
 /// The document, built once.
 static DOCUMENT: LazyLock<Value> =
