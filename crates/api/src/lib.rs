@@ -81,6 +81,10 @@ pub fn router(state: AppState) -> Router {
         .merge(web::router())
         .merge(openapi::router())
         .fallback(unknown_route)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            // A bug must not cost the client its answer: OpenAI's envelope with a 500.
+            axum::response::IntoResponse::into_response(Error::Internal("a request handler panicked".into()))
+        }))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(json_limit))
         .with_state(state)
