@@ -101,3 +101,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace
+
+# --- Fuzzing: every cargo-fuzz target for a bounded time over its committed corpus --------------
+# The instrumented build is kept outside the checkout so that later runs on this machine reuse it.
+step "cargo fuzz (fuzz/run.sh, ${FUZZ_SECONDS:-60} s per target)"
+FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/vllm-batch/fuzz-target}" bash fuzz/run.sh

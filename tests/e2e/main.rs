@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod endpoints;
 mod files;
+mod hostile;
 mod load;
 mod monitoring;
 mod observability;

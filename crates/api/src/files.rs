@@ -90,7 +90,9 @@ async fn upload_file(
     let id = FileId::generate();
     let key = file_key(&id);
     let mut purpose = None;
-    let mut stored: Option<(u64, String)> = None;
+    // The body stays an uncommitted temporary file until every field was read and checked: a
+    // request dropped half-way (client gone, server shutting down) leaves nothing behind.
+    let mut stored: Option<(Box<dyn vllm_batch_store::BlobWriter>, u64, String)> = None;
     let result: Result<()> =
         async {
             while let Some(mut field) = multipart
@@ -116,7 +118,7 @@ async fn upload_file(
                             }
                             writer.write(&chunk).await?;
                         }
-                        stored = Some((writer.commit().await?, filename));
+                        stored = Some((writer, size, filename));
                     }
                     _ => while field.chunk().await.ok().flatten().is_some() {},
                 }
@@ -130,20 +132,12 @@ async fn upload_file(
             .ok_or_else(|| Error::invalid("Missing required parameter: 'purpose'.", Some("purpose")))?
             .parse()
             .map_err(|m: String| Error::invalid(m, Some("purpose")))?;
-        let (bytes, filename) =
-            stored.clone().ok_or_else(|| Error::invalid("Missing required parameter: 'file'.", Some("file")))?;
-        Ok((purpose, bytes, filename))
+        let stored = stored.ok_or_else(|| Error::invalid("Missing required parameter: 'file'.", Some("file")))?;
+        Ok((purpose, stored))
     });
-    let (purpose, bytes, filename) = match checked {
-        Ok(v) => v,
-        Err(e) => {
-            // Nothing half-uploaded stays behind.
-            if stored.is_some() {
-                let _ = st.files.delete(&key).await;
-            }
-            return Err(e);
-        }
-    };
+    // On error the uncommitted writer is dropped here, and its temporary file with it.
+    let (purpose, (writer, _, filename)) = checked?;
+    let bytes = writer.commit().await?;
     let file = FileObject {
         id: id.to_string(),
         object: "file".into(),

@@ -129,6 +129,9 @@ pub struct HttpArgs {
     /// Burst of the per-key rate limit.
     #[arg(long, env = "VLLM_BATCH_RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,
+    /// On SIGTERM, how long open API requests (e.g. a slow upload) may take before they are cut.
+    #[arg(long, env = "VLLM_BATCH_API_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub api_drain_timeout: Duration,
     /// Answer clients that are not on loopback even when no API key exists. Anyone who reaches
     /// the port can then read, create and cancel everything.
     #[arg(long, env = "VLLM_BATCH_INSECURE_NO_AUTH")]

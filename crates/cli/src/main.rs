@@ -252,16 +252,23 @@ fn worker_config(w: &WorkerArgs) -> WorkerConfig {
 }
 
 async fn serve_api(http: &HttpArgs, state: AppState, shutdown: CancellationToken) -> Result<()> {
+    let drain = http.api_drain_timeout;
     let addr = format!("{}:{}", http.host, http.port);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     info!(address = %format!("http://{local}"), "vllm-batch API listening");
     warn_about_auth(&state, local).await;
     let app = vllm_batch_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("serving HTTP")
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+    // Graceful, but bounded: a stalled client (a slow upload) must not keep the process alive.
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(server) => served.context("serving HTTP"),
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(?drain, "requests still open after the drain timeout; closing them");
+            Ok(())
+        }
+    }
 }
 
 /// A standalone worker's own `/metrics` and `/health`, on its metrics port.

@@ -127,6 +127,11 @@ pub fn parse_line<'a>(line: &'a [u8], endpoint: Endpoint) -> Result<ParsedLine<'
     use LineErrorCode::*;
     let text = std::str::from_utf8(line)
         .map_err(|e| LineError::new(InvalidJsonLine, None, format!("line is not valid UTF-8: {e}")))?;
+    // serde's derived structs also accept a JSON array, field by field (`["id","POST",…]`);
+    // a request line must be an object.
+    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+        return Err(LineError::new(InvalidJsonLine, None, "line is not a JSON object"));
+    }
     let wire: WireLine<'a> = serde_json::from_str(text)
         .map_err(|e| LineError::new(InvalidJsonLine, None, format!("line is not a valid JSON object: {e}")))?;
     let custom_id = match wire.custom_id {
@@ -176,12 +181,53 @@ pub fn parse_line<'a>(line: &'a [u8], endpoint: Endpoint) -> Result<ParsedLine<'
         Some(b) if b.get().starts_with('{') => b,
         _ => return Err(LineError::new(MissingBody, Some("body"), "body is required and must be a JSON object")),
     };
+    if nesting_depth(body.get()) >= BODY_DEPTH_LIMIT {
+        return Err(LineError::new(
+            InvalidJsonLine,
+            Some("body"),
+            format!("body nests arrays and objects {BODY_DEPTH_LIMIT} levels deep or more"),
+        ));
+    }
     let model = serde_json::from_str::<BodyModel<'a>>(body.get())
         .ok()
         .and_then(|m| m.model)
         .filter(|m| !m.is_empty())
         .ok_or_else(|| LineError::new(MissingModel, Some("body.model"), "body.model is required"))?;
     Ok(ParsedLine { custom_id, model, body })
+}
+
+/// Bodies nested this deep are refused. Parsing the line skips over `body` without recursing, so
+/// depth costs the server nothing, but serde_json (and so many upstreams) refuses documents this
+/// deep: such a request could only fail upstream, after the batch was accepted.
+pub const BODY_DEPTH_LIMIT: usize = 128;
+
+/// How deeply arrays and objects nest in `json` (valid JSON), counting up to `BODY_DEPTH_LIMIT`.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest >= BODY_DEPTH_LIMIT {
+                    break;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 #[cfg(test)]
@@ -229,6 +275,35 @@ mod tests {
             Err(MissingModel)
         );
         assert_eq!(parse_line(b"\xff\xfe", Endpoint::ChatCompletions).unwrap_err().code, InvalidJsonLine);
+        // serde's derived structs also read a JSON array, field by field: still not an object.
+        assert_eq!(code(r#"["a","POST","/v1/chat/completions",{"model":"m"}]"#), Err(InvalidJsonLine));
+    }
+
+    #[test]
+    fn refuses_bodies_nested_as_deep_as_serde_json_refuses() {
+        let line = |depth: usize| {
+            let inner = format!("{}{}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+            format!(
+                r#"{{"custom_id":"d","method":"POST","url":"/v1/chat/completions","body":{{"model":"m","x":{inner}}}}}"#
+            )
+        };
+        let ok = line(BODY_DEPTH_LIMIT - 1);
+        let p = parse_line(ok.as_bytes(), Endpoint::ChatCompletions).unwrap();
+        serde_json::from_str::<serde_json::Value>(p.body.get()).expect("an accepted body parses");
+        let deep = line(BODY_DEPTH_LIMIT);
+        let e = parse_line(deep.as_bytes(), Endpoint::ChatCompletions).unwrap_err();
+        assert_eq!((e.code, e.param), (InvalidJsonLine, Some("body")));
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&deep[deep.find(r#"{"model"#).unwrap()..deep.len() - 1]).is_err()
+        );
+        let huge = line(100_000);
+        assert_eq!(code(&huge), Err(InvalidJsonLine));
+        // Brackets inside strings, escaped quotes included, are text.
+        let text = format!(
+            r#"{{"custom_id":"s","method":"POST","url":"/v1/chat/completions","body":{{"model":"m","x":"\"{}"}}}}"#,
+            "[".repeat(500)
+        );
+        assert_eq!(code(&text), Ok(()));
     }
 
     #[test]

@@ -42,7 +42,8 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
                 None => (available.len(), false),
             };
             if !too_long {
-                if self.buf.len() + take > self.max_line + 1 {
+                // `take` counts the newline when the line ends in this read; it is not content.
+                if self.buf.len() + take - usize::from(done) > self.max_line {
                     too_long = true;
                     self.buf = Vec::new();
                 } else {
