@@ -99,8 +99,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether the request carries `Authorization: Bearer <token>` (compared in constant time).
+pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    bearer(headers).is_some_and(|b| apikey::constant_time_eq(b, token))
 }
 
 /// Paths anyone may read: liveness and readiness, the page and its assets, the API document.
@@ -133,7 +134,7 @@ async fn resolve(
     let auth = &st.auth;
     if path == "/metrics" {
         return match &auth.metrics_token {
-            Some(token) if !presented.is_some_and(|b| same(b, token)) => {
+            Some(token) if !presented.is_some_and(|b| apikey::constant_time_eq(b, token)) => {
                 Err(Error::Unauthorized("/metrics needs its bearer token (--metrics-token).".into()))
             }
             _ => Ok(None),

@@ -236,9 +236,7 @@ async fn cancel_batch(State(st): State<AppState>, caller: Principal, Path(id): P
         .ok_or_else(|| Error::NotFound { kind: "Batch", id: id.to_string() })?;
     if changed && batch.status == BatchStatus::Cancelled {
         // Cancelled while validating: it ends here, not in a worker's finalizer.
-        let m = vllm_batch_metrics::metrics();
-        m.jobs_total.with_label_values(&["cancelled"]).inc();
-        m.processing_duration.observe((unix_now() - batch.created_at).max(0) as f64);
+        vllm_batch_metrics::metrics().batch_ended("cancelled", (unix_now() - batch.created_at) as f64);
     }
     tracing::info!(batch_id = %batch.id, status = %batch.status, "batch cancel requested");
     st.wake.notify_waiters();

@@ -305,9 +305,8 @@ async fn serve_worker_metrics(
             "/metrics",
             get(move |headers: axum::http::HeaderMap| async move {
                 use axum::response::IntoResponse;
-                let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
                 if let Some(token) = &token {
-                    if presented != Some(format!("Bearer {token}").as_str()) {
+                    if !vllm_batch_api::auth::bearer_matches(&headers, token) {
                         return (axum::http::StatusCode::UNAUTHORIZED, "/metrics needs its bearer token")
                             .into_response();
                     }

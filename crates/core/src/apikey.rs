@@ -44,8 +44,12 @@ pub fn hash(salt: &str, key: &str) -> String {
 
 /// Whether `presented` hashes to `stored` under `salt`, in time independent of where they differ.
 pub fn verify(presented: &str, salt: &str, stored: &str) -> bool {
-    let computed = hash(salt, presented);
-    computed.len() == stored.len() && computed.bytes().zip(stored.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    constant_time_eq(&hash(salt, presented), stored)
+}
+
+/// String equality whose time does not depend on where the strings differ (for secrets).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// How a key is shown after creation: its prefix, never the secret.

@@ -248,6 +248,12 @@ impl Metrics {
         m
     }
 
+    /// Counts a batch that reached its terminal `status` after `seconds` since its creation.
+    pub fn batch_ended(&self, status: &str, seconds: f64) {
+        self.jobs_total.with_label_values(&[status]).inc();
+        self.processing_duration.observe(seconds.max(0.0));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut buf = Vec::new();

@@ -28,6 +28,15 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
+impl<T> Page<T> {
+    /// A page from `limit + 1` rows fetched: the extra row, when there, only says more follow.
+    pub fn from_overfetch(mut items: Vec<T>, limit: i64) -> Self {
+        let has_more = items.len() as i64 > limit;
+        items.truncate(limit as usize);
+        Page { items, has_more }
+    }
+}
+
 /// `GET /v1/files` parameters.
 #[derive(Debug, Clone)]
 pub struct FileListQuery {

@@ -100,10 +100,8 @@ impl Store for SqliteStore {
             .bind(scope)
             .fetch_all(&self.pool)
             .await?;
-        let mut items = rows.iter().map(file_from_row).collect::<Result<Vec<_>>>()?;
-        let has_more = items.len() as i64 > q.limit;
-        items.truncate(q.limit as usize);
-        Ok(Page { items, has_more })
+        let items = rows.iter().map(file_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, q.limit))
     }
 
     async fn delete_file(&self, id: &FileId, scope: Scope<'_>) -> Result<bool> {
@@ -165,10 +163,8 @@ impl Store for SqliteStore {
         );
         let rows =
             sqlx::query(&sql).bind(after.map(|a| a.as_str())).bind(limit + 1).bind(scope).fetch_all(&self.pool).await?;
-        let mut items = rows.iter().map(batch_from_row).collect::<Result<Vec<_>>>()?;
-        let has_more = items.len() as i64 > limit;
-        items.truncate(limit as usize);
-        Ok(Page { items, has_more })
+        let items = rows.iter().map(batch_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, limit))
     }
 
     async fn count_open_batches(&self, owner: &str) -> Result<i64> {

@@ -22,9 +22,7 @@ use crate::Shared;
 
 /// Counts a batch that reached its terminal status.
 pub(crate) fn record_terminal(status: &str, created_at: i64) {
-    let m = metrics();
-    m.jobs_total.with_label_values(&[status]).inc();
-    m.processing_duration.observe((unix_now() - created_at).max(0) as f64);
+    metrics().batch_ended(status, (unix_now() - created_at) as f64);
 }
 
 fn record_end(mode: FinalizeMode, created_at: i64, extra_failed: i64) {
