@@ -78,6 +78,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 promtool --version | head -1
 
+# --- PostgreSQL: the scale-out tests and the second pass of the end-to-end suite -------------
+step "PostgreSQL for the scale-out tests (tests/pg/start.sh)"
+VLLM_BATCH_TEST_PG=$(bash tests/pg/start.sh)
+export VLLM_BATCH_TEST_PG
+echo "VLLM_BATCH_TEST_PG=${VLLM_BATCH_TEST_PG/:vllm-batch-test@/:***@}"
+
 # --- Monitoring configuration checks -----------------------------------------------------------
 step "monitoring/check.sh (promtool check config/rules, promtool test rules, compose config, promtail)"
 bash monitoring/check.sh
@@ -99,8 +105,12 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test --workspace"
+step "cargo test --workspace (end-to-end suite on SQLite, scale-out tests on PostgreSQL)"
 cargo test --workspace
+
+# The same end-to-end suite again with every process on PostgreSQL (a database per test).
+step "end-to-end suite on PostgreSQL (VLLM_BATCH_TEST_BACKEND=postgres)"
+VLLM_BATCH_TEST_BACKEND=postgres cargo test -p vllm-batch --test e2e -- --skip scaleout::pg_
 
 # --- Fuzzing: every cargo-fuzz target for a bounded time over its committed corpus --------------
 # The instrumented build is kept outside the checkout so that later runs on this machine reuse it.

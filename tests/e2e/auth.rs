@@ -13,7 +13,9 @@ use crate::support::*;
 
 /// `vllm-batch keys …` on the server's data folder; returns stdout.
 fn keys(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(BIN).arg("keys").args(args).arg("--data-dir").arg(dir).output().unwrap();
+    let mut command = std::process::Command::new(BIN);
+    use_test_database(&mut command, dir);
+    let out = command.arg("keys").args(args).arg("--data-dir").arg(dir).output().unwrap();
     assert!(out.status.success(), "keys {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -42,7 +44,15 @@ async fn keys_authenticate_and_owners_are_isolated() {
     let bob_key = create_key(&dir, "bob", false);
     let admin_key = create_key(&dir, "ops", true);
     assert!(alice_key.starts_with("sk-vb-") && alice_key.len() == 54);
-    let db = std::fs::read(dir.join("vllm-batch.db")).unwrap();
+    let db = match test_database_url(&dir) {
+        Some(url) => psql(&url, "SELECT * FROM api_keys").into_bytes(),
+        // The main file and its write-ahead log, where recent writes still are.
+        None => ["vllm-batch.db", "vllm-batch.db-wal"]
+            .iter()
+            .flat_map(|f| std::fs::read(dir.join(f)).unwrap_or_default())
+            .collect(),
+    };
+    assert!(db.windows(8).any(|w| w == &alice_key.as_bytes()[6..14]), "the lookup prefix is stored");
     assert!(!db.windows(alice_key.len()).any(|w| w == alice_key.as_bytes()), "only a hash is stored");
     // The server notices the new keys within its 2 s cache.
     let anonymous = &app.client;
@@ -194,7 +204,7 @@ async fn without_keys_only_loopback_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite =
         vllm_batch_store::SqliteStore::connect(&format!("sqlite://{}/db.sqlite", dir.path().display())).await.unwrap();
-    sqlite.migrate().await.unwrap();
+    vllm_batch_store::Store::migrate(&sqlite).await.unwrap();
     let store: Arc<dyn vllm_batch_store::Store> = Arc::new(sqlite);
     let files: Arc<dyn vllm_batch_store::FileStore> =
         Arc::new(vllm_batch_store::LocalFileStore::open(dir.path().join("files")).await.unwrap());

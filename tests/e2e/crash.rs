@@ -15,6 +15,7 @@ fn worker(dir: &std::path::Path, sim: &SimHandle, extra: &[&str]) -> Proc {
 }
 
 fn api(dir: &std::path::Path, sim: &SimHandle) -> Proc {
+    migrate(dir, &[]);
     let upstream = sim.base_url();
     Proc::start("api", dir, &["--upstream", upstream.as_str()])
 }

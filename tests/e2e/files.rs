@@ -53,6 +53,10 @@ async fn upload_retrieve_list_download_delete() {
     let data: Vec<&str> = page2.body["data"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
     assert_eq!(data, vec![ids[1].as_str(), ids[0].as_str()]);
     assert_eq!(page2.body["has_more"], false);
+    // A filter no stored purpose can match (PostgreSQL text cannot even hold a NUL) is an empty page.
+    let none = c.get("/v1/files?purpose=batch%00x").await;
+    assert_eq!(none.status, 200, "{}", none.body);
+    assert_eq!(none.body["data"], serde_json::json!([]));
     let asc = c.get("/v1/files?order=asc").await;
     let all: Vec<&str> = asc.body["data"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
     assert_eq!(all.len(), 5);

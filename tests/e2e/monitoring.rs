@@ -161,6 +161,7 @@ async fn every_dashboard_query_and_recording_rule_returns_data_from_real_prometh
     let upstream = sim.base_url();
     let logs = dir.path().join("logs");
     let env = [("LOG_DIR", logs.to_str().unwrap())];
+    migrate(dir.path(), &[]);
     let api = Proc::start_with_env("api", dir.path(), &["--upstream", upstream.as_str()], &env);
     let mut args = vec!["--upstream", upstream.as_str(), "--chunk-size", "100", "--max-retries", "8"];
     args.extend_from_slice(FAST);

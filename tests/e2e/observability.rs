@@ -292,11 +292,9 @@ fn uuid_like(s: &str) -> bool {
 #[test]
 fn pretty_logs_are_for_humans() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["migrate", "--log-format", "pretty", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let mut command = std::process::Command::new(BIN);
+    use_test_database(&mut command, dir.path());
+    let out = command.args(["migrate", "--log-format", "pretty", "--data-dir"]).arg(dir.path()).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.contains("migrations applied")).expect("a log line");
@@ -441,6 +439,7 @@ async fn standalone_worker_serves_its_own_metrics_and_gpu_degrades_quietly() {
     let sim = default_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let upstream = sim.base_url();
+    migrate(dir.path(), &[]);
     let api = Proc::start("api", dir.path(), &["--upstream", upstream.as_str()]);
     let mut args = vec!["--upstream", upstream.as_str(), "--worker-id", "gpu-box-1"];
     args.extend_from_slice(FAST);

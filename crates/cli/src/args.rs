@@ -93,9 +93,45 @@ pub struct StorageArgs {
     /// Folder for the SQLite database and file bodies.
     #[arg(long, env = "VLLM_BATCH_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
-    /// Database URL; defaults to `sqlite://<data-dir>/vllm-batch.db`.
+    /// Database URL: `sqlite://PATH` (default `sqlite://<data-dir>/vllm-batch.db`) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` for a scale-out deployment.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+}
+
+/// The database connection pool of one process.
+#[derive(Args, Debug, Clone)]
+pub struct PoolArgs {
+    /// Most database connections this process opens (default: SQLite 8, PostgreSQL 16).
+    #[arg(long, env = "VLLM_BATCH_DB_MAX_CONNECTIONS", global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_max_connections: Option<u32>,
+    /// Connections kept open while idle.
+    #[arg(long, env = "VLLM_BATCH_DB_MIN_CONNECTIONS", default_value_t = 0, global = true)]
+    pub db_min_connections: u32,
+    /// How long a query waits for a free connection (or for the database to answer a connect).
+    #[arg(long, env = "VLLM_BATCH_DB_ACQUIRE_TIMEOUT", default_value = "60s", value_parser = duration, global = true)]
+    pub db_acquire_timeout: Duration,
+    /// Idle connections above the minimum close after this long (0: never).
+    #[arg(long, env = "VLLM_BATCH_DB_IDLE_TIMEOUT", default_value = "10m", value_parser = duration, global = true)]
+    pub db_idle_timeout: Duration,
+    /// PostgreSQL: the server cancels statements running longer than this (0: no limit).
+    #[arg(long, env = "VLLM_BATCH_DB_STATEMENT_TIMEOUT", default_value = "60s", value_parser = duration, global = true)]
+    pub db_statement_timeout: Duration,
+}
+
+impl PoolArgs {
+    pub fn config(&self) -> vllm_batch_store::PoolConfig {
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        vllm_batch_store::PoolConfig {
+            max_connections: self.db_max_connections,
+            min_connections: self.db_min_connections,
+            acquire_timeout: self.db_acquire_timeout,
+            idle_timeout: nonzero(self.db_idle_timeout),
+            statement_timeout: nonzero(self.db_statement_timeout),
+        }
+    }
 }
 
 impl StorageArgs {

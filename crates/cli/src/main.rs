@@ -17,7 +17,7 @@ use vllm_batch_api::auth::Auth;
 use vllm_batch_api::{ApiLimits, AppState};
 use vllm_batch_metrics::gpu::GpuSampler;
 use vllm_batch_metrics::{init_logging, LogGuard, LogOptions, Service};
-use vllm_batch_store::{FileStore, LocalFileStore, SqliteStore, Store};
+use vllm_batch_store::{redact_url, FileStore, LocalFileStore, Store};
 use vllm_batch_upstream::{parse_upstreams, Upstreams};
 use vllm_batch_worker::{Worker, WorkerConfig};
 
@@ -31,7 +31,7 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve { storage, http, upstream, worker, log, observe } => {
             let _log = logging(&log, Service::Both);
-            let (store, files) = open_storage(&storage).await?;
+            let (store, files) = open_storage(&storage, Schema::Migrate).await?;
             let upstreams = upstreams(&upstream)?;
             let wake = Arc::new(Notify::new());
             let shutdown = shutdown_signal();
@@ -48,7 +48,7 @@ async fn main() -> Result<()> {
         }
         Command::Api { storage, http, upstream, log, observe } => {
             let _log = logging(&log, Service::Api);
-            let (store, files) = open_storage(&storage).await?;
+            let (store, files) = open_storage(&storage, Schema::Require).await?;
             let upstreams = upstreams(&upstream)?;
             let shutdown = shutdown_signal();
             let gpus = gpu_sampler(&observe, &shutdown);
@@ -57,7 +57,7 @@ async fn main() -> Result<()> {
         }
         Command::Worker { storage, upstream, worker, log, observe, metrics } => {
             let _log = logging(&log, Service::Worker);
-            let (store, files) = open_storage(&storage).await?;
+            let (store, files) = open_storage(&storage, Schema::Require).await?;
             let shutdown = shutdown_signal();
             let _gpus = gpu_sampler(&observe, &shutdown);
             let endpoint = serve_worker_metrics(&metrics, observe.metrics_token.clone(), shutdown.clone()).await?;
@@ -73,10 +73,9 @@ async fn main() -> Result<()> {
         Command::Files(cmd) => client::files(cmd).await,
         Command::Migrate { storage, log } => {
             let _log = logging(&log, Service::Api);
-            let url = storage.database_url();
-            let store = connect(&storage, &url).await?;
+            let store = connect(&storage).await?;
             store.migrate().await.context("applying migrations")?;
-            info!(database = %url, "migrations applied");
+            info!(database = %redact_url(&storage.database_url()), "migrations applied");
             Ok(())
         }
     }
@@ -85,8 +84,7 @@ async fn main() -> Result<()> {
 /// `vllm-batch keys …`: straight on the database, so it works before any key exists.
 async fn keys(storage: &StorageArgs, command: KeysCommand) -> Result<()> {
     use vllm_batch_core::apikey;
-    let url = storage.database_url();
-    let store = connect(storage, &url).await?;
+    let store = connect(storage).await?;
     store.migrate().await.context("applying migrations")?;
     match command {
         KeysCommand::Create { name, admin, json } => {
@@ -175,27 +173,39 @@ fn gpu_sampler(observe: &ObserveArgs, shutdown: &CancellationToken) -> GpuSample
     }
 }
 
-async fn connect(storage: &StorageArgs, url: &str) -> Result<SqliteStore> {
-    if !url.starts_with("sqlite:") {
-        bail!("unsupported database URL {url:?}: this build supports sqlite://PATH");
-    }
+/// Opens the database the URL names (creating the data folder the default SQLite file lives in).
+async fn connect(storage: &StorageArgs) -> Result<Arc<dyn Store>> {
+    let url = storage.database_url();
     tokio::fs::create_dir_all(&storage.data_dir)
         .await
         .with_context(|| format!("creating data folder {}", storage.data_dir.display()))?;
-    SqliteStore::connect(url).await.with_context(|| format!("opening database {url}"))
+    vllm_batch_store::connect(&url, &storage.pool.config())
+        .await
+        .with_context(|| format!("opening database {}", redact_url(&url)))
 }
 
-/// Opens the database (applying migrations: the embedded SQLite database upgrades itself) and
-/// the file store under the data folder.
-async fn open_storage(storage: &StorageArgs) -> Result<(Arc<dyn Store>, Arc<dyn FileStore>)> {
-    let url = storage.database_url();
-    let store = connect(storage, &url).await?;
-    store.migrate().await.context("applying migrations")?;
+/// What a process does about the database schema when it starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    /// Apply pending migrations (`serve`: the one-box deployment upgrades itself).
+    Migrate,
+    /// Refuse to start when migrations are missing (`api`, `worker`: `vllm-batch migrate` first).
+    Require,
+}
+
+/// Opens the database (migrating it or checking its schema) and the file store under the data
+/// folder.
+async fn open_storage(storage: &StorageArgs, schema: Schema) -> Result<(Arc<dyn Store>, Arc<dyn FileStore>)> {
+    let store = connect(storage).await?;
+    match schema {
+        Schema::Migrate => store.migrate().await.context("applying migrations")?,
+        Schema::Require => store.check_schema().await?,
+    }
     let files = LocalFileStore::open(storage.data_dir.join("files"))
         .await
         .with_context(|| format!("opening file storage under {}", storage.data_dir.display()))?;
-    info!(database = %url, data_dir = %storage.data_dir.display(), "storage ready");
-    Ok((Arc::new(store), Arc::new(files)))
+    info!(database = %redact_url(&storage.database_url()), data_dir = %storage.data_dir.display(), "storage ready");
+    Ok((store, Arc::new(files)))
 }
 
 fn upstreams(args: &UpstreamArgs) -> Result<Upstreams> {

@@ -14,4 +14,13 @@ pub enum StoreError {
     Conflict(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// Unusable configuration (an unknown database URL scheme, say).
+    #[error("{0}")]
+    Config(String),
+    /// The database lacks migrations this build needs.
+    #[error(
+        "the database schema is behind this build of vllm-batch: {0} not applied. \
+         Run `vllm-batch migrate` with the same --database-url (DATABASE_URL), then start again"
+    )]
+    SchemaBehind(String),
 }

@@ -8,7 +8,9 @@ pub mod blob;
 pub mod error;
 pub mod lines;
 pub mod model;
+pub mod postgres;
 mod rows;
+pub mod schema;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -18,9 +20,39 @@ pub use blob::{BlobWriter, FileStore, LocalFileStore};
 pub use error::StoreError;
 pub use lines::LineReader;
 pub use model::*;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Opens the database a URL names: `sqlite://PATH` (the embedded default) or
+/// `postgres://…` / `postgresql://…` (scale-out). Does not migrate.
+pub async fn connect(url: &str, pool: &PoolConfig) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::connect_with(url, pool).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(std::sync::Arc::new(PgStore::connect(url, pool).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported database URL {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
+            redact_url(url)
+        )))
+    }
+}
+
+/// A database URL with its password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
 
 /// Everything the API and the workers keep in the database.
 ///
@@ -28,6 +60,12 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// claiming, so a worker that lost its lease can never overwrite newer work.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    // --- schema ------------------------------------------------------------------------------
+    /// Applies the migrations this build carries that the database lacks.
+    async fn migrate(&self) -> Result<()>;
+    /// `SchemaBehind` when the database lacks a migration this build needs.
+    async fn check_schema(&self) -> Result<()>;
+
     // Reads and writes of files and batches take a `Scope`: `Some(owner)` sees only that owner's
     // objects (another owner's look absent), `None` sees everything (admin keys, no auth, workers).
 

@@ -179,3 +179,30 @@ pub fn file_key(id: &FileId) -> String {
 pub fn part_key(batch: &BatchId, idx: i64, fence: i64, kind: &str) -> String {
     format!("parts/{batch}/{idx:08}-{fence}.{kind}.jsonl")
 }
+
+/// Database connection pool settings (`--db-*` flags).
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Most connections a process opens; `None`: the backend's default (SQLite 8, PostgreSQL 16).
+    pub max_connections: Option<u32>,
+    /// Connections kept open while idle.
+    pub min_connections: u32,
+    /// How long a query waits for a free connection before failing.
+    pub acquire_timeout: std::time::Duration,
+    /// Idle connections above `min_connections` close after this long.
+    pub idle_timeout: Option<std::time::Duration>,
+    /// PostgreSQL: statements running longer are cancelled by the server (`statement_timeout`).
+    pub statement_timeout: Option<std::time::Duration>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: None,
+            min_connections: 0,
+            acquire_timeout: std::time::Duration::from_secs(60),
+            idle_timeout: Some(std::time::Duration::from_secs(600)),
+            statement_timeout: Some(std::time::Duration::from_secs(60)),
+        }
+    }
+}

@@ -14,7 +14,10 @@ use vllm_batch_core::time::{unix_now, unix_now_ms};
 use vllm_batch_core::{Batch, BatchId, BatchStatus, FileId, FileObject};
 
 use crate::model::*;
-use crate::rows::{batch_from_row, file_from_row, BATCH_COLUMNS};
+use crate::rows::{
+    batch_from_row, file_from_row, finalize_job_from_rows, job_from_row, key_from_row, lease_from_rows, parse,
+    BATCH_COLUMNS,
+};
 use crate::{Result, Store, StoreError};
 
 /// The embedded store: one SQLite file.
@@ -25,8 +28,13 @@ pub struct SqliteStore {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `url` (`sqlite://path`).
+    /// Opens (creating if needed) the database at `url` (`sqlite://path`) with default pool settings.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, &PoolConfig::default()).await
+    }
+
+    /// Opens (creating if needed) the database at `url` (`sqlite://path`).
+    pub async fn connect_with(url: &str, pool: &PoolConfig) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -34,17 +42,13 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(60))
+            .max_connections(pool.max_connections.unwrap_or(8))
+            .min_connections(pool.min_connections)
+            .acquire_timeout(pool.acquire_timeout)
+            .idle_timeout(pool.idle_timeout)
             .connect_with(options)
             .await?;
         Ok(SqliteStore { pool })
-    }
-
-    /// Applies pending migrations.
-    pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
     }
 
     /// The batch row with its live counts: committed counts plus the progress of leased chunks.
@@ -57,6 +61,24 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn check_schema(&self) -> Result<()> {
+        let table: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+                .fetch_one(&self.pool)
+                .await?;
+        let applied: Vec<(i64, bool)> = if table == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations").fetch_all(&self.pool).await?
+        };
+        crate::schema::check(&MIGRATOR, &applied)
+    }
+
     async fn insert_file(&self, f: &FileObject, owner: Scope<'_>) -> Result<()> {
         sqlx::query(
             "INSERT INTO files (id, bytes, created_at, expires_at, filename, purpose, status, owner)
@@ -318,17 +340,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(ChunkLease {
-            batch_id: parse(&batch_id)?,
-            input_file_id: parse(&batch.try_get::<String, _>("input_file_id")?)?,
-            endpoint: parse(&batch.try_get::<String, _>("endpoint")?)?,
-            model: batch.try_get::<Option<String>, _>("model")?.unwrap_or_default(),
-            expires_at: batch.try_get("expires_at")?,
-            created_at: batch.try_get("created_at")?,
-            chunk: chunk_from_row(&row)?,
-            fence: row.try_get("fence")?,
-            first_claim: batch.try_get::<Option<i64>, _>("first_dispatch_at")? == Some(now_ms),
-        }))
+        lease_from_rows(&row, &batch, now_ms).map(Some)
     }
 
     async fn heartbeat(&self, beats: &[ChunkBeat], lease_ms: i64) -> Result<Vec<BeatAnswer>> {
@@ -499,24 +511,7 @@ impl Store for SqliteStore {
             .fetch_all(&mut *tx)
             .await?;
             tx.commit().await?;
-            let mut chunks = Vec::with_capacity(chunk_rows.len());
-            for r in &chunk_rows {
-                let state: String = r.try_get("state")?;
-                let fence = if state == "done" { r.try_get("done_fence")? } else { None };
-                chunks.push((chunk_from_row(r)?, fence));
-            }
-            let created_at: i64 = b.try_get("created_at")?;
-            let expires_after: Option<i64> = b.try_get("output_expires_after")?;
-            return Ok(Some(FinalizeJob {
-                job: BatchJob { batch_id: parse(&id)?, fence },
-                mode,
-                input_file_id: parse(&b.try_get::<String, _>("input_file_id")?)?,
-                output_file_id: parse(&b.try_get::<String, _>("planned_output_file_id")?)?,
-                error_file_id: parse(&b.try_get::<String, _>("planned_error_file_id")?)?,
-                output_expires_at: expires_after.map(|s| created_at + s),
-                created_at,
-                chunks,
-            }));
+            return finalize_job_from_rows(BatchJob { batch_id: parse(&id)?, fence }, mode, &b, &chunk_rows).map(Some);
         }
         Ok(None)
     }
@@ -651,36 +646,4 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
-}
-
-fn parse<T: FromStr>(s: &str) -> Result<T> {
-    s.parse().map_err(|_| StoreError::Corrupt(format!("unparsable value {s:?}")))
-}
-
-fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<BatchJob> {
-    Ok(BatchJob { batch_id: parse(&r.try_get::<String, _>("id")?)?, fence: r.try_get("job_fence")? })
-}
-
-fn key_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ApiKey> {
-    Ok(ApiKey {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        prefix: r.try_get("prefix")?,
-        salt: r.try_get("salt")?,
-        hash: r.try_get("hash")?,
-        admin: r.try_get("admin")?,
-        created_at: r.try_get("created_at")?,
-        last_used_at: r.try_get("last_used_at")?,
-        revoked_at: r.try_get("revoked_at")?,
-    })
-}
-
-fn chunk_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ChunkSpec> {
-    Ok(ChunkSpec {
-        idx: r.try_get("idx")?,
-        first_line: r.try_get("first_line")?,
-        line_count: r.try_get("line_count")?,
-        byte_start: r.try_get("byte_start")?,
-        byte_end: r.try_get("byte_end")?,
-    })
 }

@@ -255,7 +255,7 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
         failed: state.failed.load(Ordering::Relaxed),
         usage: *usage.lock().unwrap(),
     };
-    let done = s.store.complete_chunk(lease, &outcome).await?;
+    let done = complete(s, lease, &outcome).await?;
     if done {
         // Counted once the results are committed, so the counters agree with the batch.
         let m = metrics();
@@ -265,6 +265,26 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
         m.prompt_tokens.inc_by(outcome.usage.input_tokens as u64);
     }
     Ok(done)
+}
+
+/// Records the finished chunk, retrying while the database is unreachable (a partition or a
+/// restart): its parts are written, and the fenced update either lands or tells that another
+/// worker has taken the chunk since. Gives up after `COMPLETE_PATIENCE`; the chunk is then
+/// redone under a new lease.
+async fn complete(s: &Shared, lease: &ChunkLease, outcome: &ChunkOutcome) -> vllm_batch_store::Result<bool> {
+    const COMPLETE_PATIENCE: Duration = Duration::from_secs(300);
+    let deadline = tokio::time::Instant::now() + COMPLETE_PATIENCE;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match s.store.complete_chunk(lease, outcome).await {
+            Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                warn!(error = %e, "recording the finished chunk failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Owns the chunk's two part writers; commits them only when told the chunk is complete.

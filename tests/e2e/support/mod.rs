@@ -32,6 +32,81 @@ pub const FAST: &[&str] = &[
     "5s",
 ];
 
+/// Whether the suite runs on PostgreSQL (`VLLM_BATCH_TEST_BACKEND=postgres`) instead of the
+/// embedded SQLite default. Each data folder then gets a database of its own.
+pub fn on_postgres() -> bool {
+    match std::env::var("VLLM_BATCH_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("VLLM_BATCH_TEST_BACKEND={other:?}: use sqlite or postgres"),
+    }
+}
+
+/// The test PostgreSQL's base URL (`tests/pg/start.sh` prints it into `VLLM_BATCH_TEST_PG`).
+/// `None` lets a developer without PostgreSQL skip; under `CI=true` it fails the test instead.
+pub fn pg_base() -> Option<String> {
+    match std::env::var("VLLM_BATCH_TEST_PG") {
+        Ok(url) if !url.is_empty() => Some(url.trim_end_matches('/').to_string()),
+        _ if std::env::var("CI").as_deref() == Ok("true") || on_postgres() => {
+            panic!("VLLM_BATCH_TEST_PG is not set: run `export VLLM_BATCH_TEST_PG=$(tests/pg/start.sh)` (tests/run.sh does)")
+        }
+        _ => {
+            eprintln!("skipped: VLLM_BATCH_TEST_PG is not set (tests/run.sh starts PostgreSQL and sets it)");
+            None
+        }
+    }
+}
+
+/// A new, empty database on the test PostgreSQL; returns its URL.
+pub fn fresh_pg_database(base: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!("vbt_{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    psql(&format!("{base}/postgres"), &format!("CREATE DATABASE {name}"));
+    format!("{base}/{name}")
+}
+
+/// Runs one SQL command with `psql` (Debian's postgresql-client) and returns its output.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// On PostgreSQL, points `command` at the database of `data_dir` (made on first use), so that
+/// every process a test starts on one data folder shares one database, as on SQLite.
+pub fn use_test_database(command: &mut Command, data_dir: &Path) {
+    if let Some(url) = test_database_url(data_dir) {
+        command.env("DATABASE_URL", url);
+    }
+}
+
+/// On PostgreSQL, the URL of the database of `data_dir` (made on first use); `None` on SQLite,
+/// where the database is the file in the data folder.
+pub fn test_database_url(data_dir: &Path) -> Option<String> {
+    static DATABASES: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+    if !on_postgres() {
+        return None;
+    }
+    let base = pg_base().expect("PostgreSQL backend");
+    let mut map = DATABASES.lock().unwrap();
+    let databases = map.get_or_insert_with(HashMap::new);
+    Some(databases.entry(data_dir.to_path_buf()).or_insert_with(|| fresh_pg_database(&base)).clone())
+}
+
+/// `vllm-batch migrate` on the data folder's database (what an operator runs before starting
+/// `api` and `worker` processes).
+pub fn migrate(data_dir: &Path, env: &[(&str, &str)]) {
+    let mut command = Command::new(BIN);
+    if !env.iter().any(|(k, _)| *k == "DATABASE_URL") {
+        use_test_database(&mut command, data_dir);
+    }
+    let out = command.envs(env.iter().copied()).arg("migrate").arg("--data-dir").arg(data_dir).output().unwrap();
+    assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 pub async fn sim(config: SimConfig) -> SimHandle {
     upstream_sim::spawn(config).await.expect("upstream-sim starts")
 }
@@ -57,6 +132,9 @@ impl Proc {
     /// Like `start`, with extra environment variables.
     pub fn start_with_env(cmd: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut command = Command::new(BIN);
+        if !env.iter().any(|(k, _)| *k == "DATABASE_URL") && !args.contains(&"--database-url") {
+            use_test_database(&mut command, data_dir);
+        }
         command.envs(env.iter().copied());
         command.arg(cmd).arg("--data-dir").arg(data_dir);
         if cmd == "worker" {
@@ -359,3 +437,92 @@ pub fn error_of(a: &Answer, status: u16) -> Value {
 }
 
 pub const MINUTE: Duration = Duration::from_secs(60);
+
+/// A private PostgreSQL server (initdb in a temporary folder, its own port, trust auth on
+/// loopback), for tests that stop and start the database under running processes.
+pub struct PgServer {
+    root: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (tests/pg/start.sh installs it)")
+            .map(|e| e.unwrap().path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql");
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        // PostgreSQL refuses to run as root: as root, the server runs as the postgres user.
+        if Self::as_root() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            assert!(Command::new("chown").arg("postgres:postgres").arg(&data).status().unwrap().success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = PgServer { root, bin, port };
+        let out = server
+            .pg(&server.bin.join("initdb"))
+            .args(["--auth=trust", "--username=postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        server.up();
+        server
+    }
+
+    fn as_root() -> bool {
+        Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    }
+
+    fn pg(&self, program: &Path) -> Command {
+        if Self::as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let data = self.root.path().join("data");
+        let out = self.pg(&self.bin.join("pg_ctl")).arg("-D").arg(&data).args(args).output().unwrap();
+        assert!(out.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn up(&self) {
+        let data = self.root.path().join("data");
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, data.display());
+        let log = data.join("server.log");
+        self.ctl(&["-w", "-l", log.to_str().unwrap(), "-o", &opts, "start"]);
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut, as in a crash of the network path).
+    pub fn down(&self) {
+        self.ctl(&["-w", "-m", "fast", "stop"]);
+    }
+
+    /// The base URL (no database name).
+    pub fn base(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.root.path().join("data");
+        let _ = self.pg(&self.bin.join("pg_ctl")).arg("-D").arg(&data).args(["-m", "immediate", "stop"]).output();
+    }
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) on a Prometheus text page.
+pub fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}

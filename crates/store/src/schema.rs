@@ -1,0 +1,42 @@
+//! Schema versions: whether a database has every migration this build was made with.
+
+use sqlx::migrate::Migrator;
+
+use crate::{Result, StoreError};
+
+/// Compares the migrations recorded as applied (`(version, success)`) with the ones `migrator`
+/// carries: `SchemaBehind` naming each missing or failed one. Migrations the database has and
+/// this build does not know (a newer build migrated it) are fine: migrations only add.
+pub fn check(migrator: &Migrator, applied: &[(i64, bool)]) -> Result<()> {
+    let missing: Vec<String> = migrator
+        .iter()
+        .filter(|m| !applied.iter().any(|&(v, ok)| v == m.version && ok))
+        .map(|m| format!("{} ({})", m.version, m.description))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let what = if missing.len() == 1 { "migration" } else { "migrations" };
+    Err(StoreError::SchemaBehind(format!("{what} {}", missing.join(", "))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SQLITE: Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+    #[test]
+    fn behind_names_each_missing_migration() {
+        assert!(check(&SQLITE, &[(1, true), (2, true)]).is_ok());
+        // A newer build's migration in the database does not stop an older build.
+        assert!(check(&SQLITE, &[(1, true), (2, true), (3, true)]).is_ok());
+        let err = check(&SQLITE, &[(1, true)]).unwrap_err().to_string();
+        assert!(err.contains("migration 2 (api keys and owners) not applied"), "{err}");
+        assert!(err.contains("vllm-batch migrate"), "{err}");
+        let err = check(&SQLITE, &[]).unwrap_err().to_string();
+        assert!(err.contains("migrations 1 (init), 2 (api keys and owners)"), "{err}");
+        // A failed (dirty) migration is not applied.
+        assert!(check(&SQLITE, &[(1, true), (2, false)]).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! Scale-out with real processes on a real PostgreSQL: several workers and API replicas on one
+//! database with rolling restarts, workers killed at random, a long batch beside a short one,
+//! the database stopped under a running worker; and the schema check every `api` and
+//! `worker` makes at start. Each test has a database (or a PostgreSQL server) of its own.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// API replicas and workers on one database, with one data folder for their local file bodies
+/// (the shared-folder deployment; tests/e2e/s3.rs covers the object store).
+struct Fleet {
+    url: String,
+    dir: tempfile::TempDir,
+    upstream: String,
+    apis: Vec<Proc>,
+    workers: Vec<Proc>,
+    started_workers: usize,
+}
+
+impl Fleet {
+    /// A migrated, empty database at `url`.
+    fn new(url: String, sim: &SimHandle) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        migrate(dir.path(), &[("DATABASE_URL", url.as_str())]);
+        Fleet { url, dir, upstream: sim.base_url(), apis: Vec::new(), workers: Vec::new(), started_workers: 0 }
+    }
+
+    fn env(&self) -> [(&'static str, &str); 1] {
+        [("DATABASE_URL", self.url.as_str())]
+    }
+
+    fn api(&self) -> Proc {
+        Proc::start_with_env("api", self.dir.path(), &["--upstream", &self.upstream], &self.env())
+    }
+
+    fn worker(&mut self, extra: &[&str]) -> Proc {
+        self.started_workers += 1;
+        let id = format!("w{}", self.started_workers);
+        let mut args = vec!["--upstream", self.upstream.as_str(), "--worker-id", id.as_str()];
+        args.extend_from_slice(FAST);
+        args.extend_from_slice(extra);
+        Proc::start_with_env("worker", self.dir.path(), &args, &self.env())
+    }
+}
+
+/// Requests a worker wrote to output files, from its own /metrics.
+async fn processed(worker: &Proc) -> f64 {
+    let page = reqwest::get(format!("{}/metrics", worker.base.as_ref().unwrap())).await.unwrap().text().await.unwrap();
+    sample(&page, "vllm_batch_requests_processed_total{status=\"completed\"}").unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_four_workers_and_two_api_replicas_with_rolling_restarts() {
+    let Some(base) = pg_base() else { return };
+    let sim = sim(SimConfig { base_latency_ms: 2, ..SimConfig::default() }).await;
+    let mut fleet = Fleet::new(fresh_pg_database(&base), &sim);
+    fleet.apis = vec![fleet.api(), fleet.api()];
+    for _ in 0..4 {
+        let w = fleet.worker(&[]);
+        fleet.workers.push(w);
+    }
+    let n = 20_000;
+    // Upload through one replica, create and follow through the other.
+    let file = fleet.apis[0].client().upload(&chat_lines(n)).await;
+    let b = fleet.apis[1].client().create_batch(&file, "/v1/chat/completions", "24h").await;
+    let id = b["id"].as_str().unwrap().to_string();
+
+    // Rolling restart while the batch runs: one API replica, then one worker, each stopped with
+    // SIGTERM (as systemd does) and started again.
+    let c1 = fleet.apis[1].client();
+    c1.wait_until(&id, 3 * MINUTE, |b| b["request_counts"]["completed"].as_i64().unwrap() >= 3_000).await;
+    fleet.apis[0].signal("TERM");
+    assert_eq!(fleet.apis[0].wait_exit(MINUTE), Some(0), "API replica drains and exits 0");
+    fleet.apis[0] = fleet.api();
+    let mid = c1.batch(&id).await;
+    assert_eq!(mid["status"], "in_progress", "{mid}");
+    let first = processed(&fleet.workers[0]).await;
+    fleet.workers[0].signal("TERM");
+    assert_eq!(fleet.workers[0].wait_exit(MINUTE), Some(0), "worker drains and exits 0");
+    fleet.workers[0] = fleet.worker(&[]);
+
+    let done = fleet.apis[0].client().wait_terminal(&id, 5 * MINUTE).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (out, err) = c1.results(&done).await;
+    check_exactly_once(&done, &out, &err, n);
+    assert!(err.is_empty(), "no errors expected: {:?}", &err[..err.len().min(3)]);
+
+    // Each worker did part of the work: the restarted one before it stopped, the others by the end.
+    let mut shares = vec![first];
+    for w in &fleet.workers[1..] {
+        shares.push(processed(w).await);
+    }
+    eprintln!("requests completed per worker (w1 before its restart, w2..w4): {shares:?}");
+    assert!(shares.iter().all(|&s| s > 0.0), "a worker did nothing: {shares:?}");
+    assert!(shares.iter().sum::<f64>() <= n as f64, "{shares:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_chaos_kill_9_random_workers_while_three_batches_run() {
+    let Some(base) = pg_base() else { return };
+    let sim = sim(SimConfig { max_num_seqs: 32, base_latency_ms: 25, ..SimConfig::default() }).await;
+    let mut fleet = Fleet::new(fresh_pg_database(&base), &sim);
+    let flags = ["--chunk-size", "200", "--max-in-flight", "32"];
+    for _ in 0..3 {
+        let w = fleet.worker(&flags);
+        fleet.workers.push(w);
+    }
+    fleet.apis = vec![fleet.api()];
+    let c = fleet.apis[0].client();
+    let sizes = [4_000, 3_000, 2_000];
+    let mut ids = Vec::new();
+    for n in sizes {
+        ids.push(c.submit(&chat_lines(n)).await);
+    }
+    // A small xorshift, seeded from the clock and printed, picks the victims.
+    let mut seed = Instant::now().elapsed().as_nanos() as u64 | 1;
+    eprintln!("chaos seed {seed}");
+    let mut kills = 0;
+    let deadline = Instant::now() + 5 * MINUTE;
+    loop {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let mut open = 0;
+        for id in &ids {
+            let b = c.batch(id).await;
+            if !matches!(b["status"].as_str(), Some("completed" | "failed" | "expired" | "cancelled")) {
+                open += 1;
+            }
+        }
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "batches did not finish after {kills} kills");
+        if kills < 12 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let victim = (seed % fleet.workers.len() as u64) as usize;
+            fleet.workers[victim].kill9();
+            fleet.workers[victim] = fleet.worker(&flags);
+            kills += 1;
+        }
+    }
+    assert!(kills >= 10, "the batches finished after only {kills} kills: make them longer");
+    for (id, n) in ids.iter().zip(sizes) {
+        let b = c.batch(id).await;
+        assert_eq!(b["status"], "completed", "{b}");
+        let (out, err) = c.results(&b).await;
+        check_exactly_once(&b, &out, &err, n);
+        assert!(err.is_empty(), "no errors expected in {id}");
+    }
+    eprintln!("{kills} workers killed with SIGKILL; 3 batches complete, every custom_id exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_short_batch_overtakes_a_long_one_within_a_few_chunks() {
+    let Some(base) = pg_base() else { return };
+    let sim = default_sim().await;
+    let mut fleet = Fleet::new(fresh_pg_database(&base), &sim);
+    let chunk = 500;
+    for _ in 0..2 {
+        let w = fleet.worker(&["--chunk-size", "500"]);
+        fleet.workers.push(w);
+    }
+    fleet.apis = vec![fleet.api()];
+    let c = fleet.apis[0].client();
+    let big = c.submit(&chat_lines(50_000)).await;
+    c.wait_until(&big, MINUTE, |b| b["request_counts"]["completed"].as_i64().unwrap() >= 2 * chunk).await;
+    let small = c.submit(&chat_lines(100)).await;
+    let started = Instant::now();
+    let before = c.batch(&big).await["request_counts"]["completed"].as_i64().unwrap();
+    let done = c.wait_terminal(&small, MINUTE).await;
+    let took = started.elapsed();
+    let after = c.batch(&big).await;
+    let progressed = after["request_counts"]["completed"].as_i64().unwrap() - before;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (out, err) = c.results(&done).await;
+    check_exactly_once(&done, &out, &err, 100);
+    eprintln!(
+        "the 100-request batch finished in {took:?}, while the 50,000-request batch advanced {progressed} requests \
+         ({:.1} chunks)",
+        progressed as f64 / chunk as f64
+    );
+    // Two workers hold at most 3 chunks each when the short batch arrives; the next claim of
+    // either takes the short batch's chunk. Allow a few more for claims already under way.
+    assert!(progressed <= 10 * chunk, "the long batch ran {progressed} requests before the short one finished");
+    assert_eq!(after["status"], "in_progress", "the long batch is still running: {after}");
+    // Cancelling the long batch keeps its completed results and accounts for every line.
+    let a = c.post(&format!("/v1/batches/{big}/cancel"), serde_json::json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let cancelled = c.wait_terminal(&big, 2 * MINUTE).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let (out, err) = c.results(&cancelled).await;
+    let codes = check_exactly_once(&cancelled, &out, &err, 50_000);
+    assert!(codes.get("batch_cancelled").copied().unwrap_or(0) > 0, "{codes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_worker_cut_off_from_the_database_for_20_s_resumes_without_losing_results() {
+    if pg_base().is_none() {
+        return;
+    }
+    let pg = PgServer::start();
+    let url = format!("{}/postgres", pg.base());
+    let sim = sim(SimConfig { max_num_seqs: 32, base_latency_ms: 40, ..SimConfig::default() }).await;
+    let mut fleet = Fleet::new(url, &sim);
+    fleet.apis = vec![fleet.api()];
+    let w = fleet.worker(&["--chunk-size", "200", "--max-in-flight", "32"]);
+    fleet.workers.push(w);
+    let c = fleet.apis[0].client();
+    let n = 3_000;
+    let id = c.submit(&chat_lines(n)).await;
+    c.wait_until(&id, MINUTE, |b| b["request_counts"]["completed"].as_i64().unwrap() >= 300).await;
+    pg.down();
+    let cut = Instant::now();
+    // While the database is down the API answers readiness with 503 and the worker keeps going.
+    let ready = c.get("/ready").await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(cut.elapsed())).await;
+    assert!(fleet.workers[0].child.try_wait().unwrap().is_none(), "the worker survived the outage");
+    pg.up();
+    let done = c.wait_terminal(&id, 3 * MINUTE).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (out, err) = c.results(&done).await;
+    check_exactly_once(&done, &out, &err, n);
+    assert!(err.is_empty(), "no errors expected");
+    let logs = fleet.workers[0].logs().join("\n");
+    assert!(logs.contains("failed; retrying"), "the worker saw the outage and retried:\n{logs}");
+    assert_eq!(c.get("/ready").await.status, 200);
+}
+
+/// `api` and `worker` refuse a database whose schema is behind, naming the command that fixes it.
+#[test]
+fn api_and_worker_refuse_a_schema_that_is_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["api", "worker"] {
+        let mut command = std::process::Command::new(BIN);
+        use_test_database(&mut command, dir.path());
+        let port = if cmd == "api" { "--port" } else { "--metrics-port" };
+        let out =
+            command.args([cmd, port, "0", "--data-dir"]).arg(dir.path()).env("RUST_BACKTRACE", "0").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {stderr}");
+        assert!(stderr.contains("the database schema is behind this build"), "{cmd}: {stderr}");
+        assert!(stderr.contains(" 1 (init)") && stderr.contains("not applied"), "{cmd}: {stderr}");
+        assert!(stderr.contains("Run `vllm-batch migrate`"), "{cmd}: {stderr}");
+    }
+    migrate(dir.path(), &[]);
+    let api = Proc::start("api", dir.path(), &[]);
+    drop(api);
+}
