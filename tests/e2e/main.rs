@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod batches;
 mod cli;
+mod concurrency;
 mod crash;
 mod endpoints;
 mod files;

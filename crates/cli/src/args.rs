@@ -196,9 +196,23 @@ pub struct WorkerArgs {
     /// Input lines per chunk, the unit of claiming and retrying.
     #[arg(long, env = "VLLM_BATCH_CHUNK_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: u32,
-    /// Most requests in flight to each upstream at once.
+    /// Requests in flight to each upstream at once: the limit with --concurrency fixed, the
+    /// starting point with adaptive.
     #[arg(long, env = "VLLM_BATCH_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
+    /// `adaptive`: follow the upstream's own load (vLLM's running/waiting requests on its
+    /// /metrics, else latency), starting at --max-in-flight; `fixed`: always --max-in-flight.
+    #[arg(long, env = "VLLM_BATCH_CONCURRENCY", default_value = "adaptive", value_parser = ["adaptive", "fixed"])]
+    pub concurrency: String,
+    /// Adaptive concurrency: the lowest in-flight limit per upstream.
+    #[arg(long, env = "VLLM_BATCH_MIN_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_in_flight: u32,
+    /// Adaptive concurrency: the highest in-flight limit per upstream.
+    #[arg(long, env = "VLLM_BATCH_MAX_IN_FLIGHT_CEILING", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight_ceiling: u32,
+    /// Adaptive concurrency: how often the upstream's load is read and the limit adjusted.
+    #[arg(long, env = "VLLM_BATCH_CONCURRENCY_INTERVAL", default_value = "500ms", value_parser = duration)]
+    pub concurrency_interval: Duration,
     /// Most requests (lines) in one batch input file.
     #[arg(long, env = "VLLM_BATCH_MAX_REQUESTS_PER_BATCH", default_value_t = 1_000_000)]
     pub max_requests_per_batch: u64,

@@ -19,7 +19,7 @@ use vllm_batch_metrics::gpu::GpuSampler;
 use vllm_batch_metrics::{init_logging, LogGuard, LogOptions, Service};
 use vllm_batch_store::{redact_url, FileStore, LocalFileStore, Store};
 use vllm_batch_upstream::{parse_upstreams, Upstreams};
-use vllm_batch_worker::{Worker, WorkerConfig};
+use vllm_batch_worker::{Concurrency, Worker, WorkerConfig};
 
 use args::{
     Cli, Command, HttpArgs, KeysCommand, LogArgs, ObserveArgs, StorageArgs, UpstreamArgs, WorkerArgs, WorkerMetricsArgs,
@@ -247,6 +247,14 @@ fn worker_config(w: &WorkerArgs) -> WorkerConfig {
         worker_id: w.worker_id.clone().unwrap_or_else(|| WorkerConfig::default().worker_id),
         chunk_size,
         max_in_flight,
+        concurrency: match w.concurrency.as_str() {
+            "fixed" => Concurrency::Fixed,
+            _ => Concurrency::Adaptive {
+                min: w.min_in_flight as usize,
+                ceiling: (w.max_in_flight_ceiling.max(w.min_in_flight)) as usize,
+                interval: w.concurrency_interval,
+            },
+        },
         max_lines: w.max_requests_per_batch,
         max_line_bytes: w.max_line_bytes,
         request_timeout: w.request_timeout,
@@ -256,8 +264,6 @@ fn worker_config(w: &WorkerArgs) -> WorkerConfig {
         lease: w.lease,
         poll_interval: w.poll_interval,
         drain_timeout: w.drain_timeout,
-        // Enough chunks to cover the in-flight limit twice over, so claiming runs ahead.
-        max_held_chunks: (2 * max_in_flight).div_ceil(chunk_size).max(2) + 1,
     }
 }
 
