@@ -7,11 +7,30 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A local file error, or an object store's missing key (`ErrorKind::NotFound`, as for the
+    /// local folder).
     #[error("file storage error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("object store error: {0}")]
+    ObjectStore(object_store::Error),
+    /// The file storage configuration is unusable (unknown URL scheme, missing bucket, a store
+    /// that refuses the probe write at startup).
+    #[error("{0}")]
+    Config(String),
     /// The request conflicts with the current state (e.g. cancelling a finished batch).
     #[error("{0}")]
     Conflict(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+}
+
+impl From<object_store::Error> for StoreError {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { .. } => {
+                StoreError::Io(std::io::Error::new(std::io::ErrorKind::NotFound, e))
+            }
+            other => StoreError::ObjectStore(other),
+        }
+    }
 }
