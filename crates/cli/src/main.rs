@@ -17,7 +17,7 @@ use vllm_batch_api::auth::Auth;
 use vllm_batch_api::{ApiLimits, AppState};
 use vllm_batch_metrics::gpu::GpuSampler;
 use vllm_batch_metrics::{init_logging, LogGuard, LogOptions, Service};
-use vllm_batch_store::{FileStore, LocalFileStore, SqliteStore, Store};
+use vllm_batch_store::{open_file_store, FileStore, SqliteStore, Store};
 use vllm_batch_upstream::{parse_upstreams, Upstreams};
 use vllm_batch_worker::{Worker, WorkerConfig};
 
@@ -186,16 +186,15 @@ async fn connect(storage: &StorageArgs, url: &str) -> Result<SqliteStore> {
 }
 
 /// Opens the database (applying migrations: the embedded SQLite database upgrades itself) and
-/// the file store under the data folder.
+/// the file store (the folder `<data-dir>/files` or an object store).
 async fn open_storage(storage: &StorageArgs) -> Result<(Arc<dyn Store>, Arc<dyn FileStore>)> {
     let url = storage.database_url();
     let store = connect(storage, &url).await?;
     store.migrate().await.context("applying migrations")?;
-    let files = LocalFileStore::open(storage.data_dir.join("files"))
-        .await
-        .with_context(|| format!("opening file storage under {}", storage.data_dir.display()))?;
-    info!(database = %url, data_dir = %storage.data_dir.display(), "storage ready");
-    Ok((Arc::new(store), Arc::new(files)))
+    let file_store = storage.file_store();
+    let files = open_file_store(&file_store).await.context("opening file storage")?;
+    info!(database = %url, data_dir = %storage.data_dir.display(), files = %file_store, "storage ready");
+    Ok((Arc::new(store), files))
 }
 
 fn upstreams(args: &UpstreamArgs) -> Result<Upstreams> {
