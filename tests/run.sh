@@ -51,6 +51,11 @@ bash tests/cli/install.sh
 step "Chromium and playwright-core for the web page test (tests/browser)"
 bash tests/browser/install.sh
 
+# --- An S3-compatible server for the object-store tests (tests/e2e/s3.rs) ---------------------
+step "s3s-fs, the S3-compatible server of the object-store tests (tests/s3)"
+VLLM_BATCH_TEST_S3_SERVER="$(bash tests/s3/install.sh)"
+export VLLM_BATCH_TEST_S3_SERVER
+
 # --- Debian packages for the monitoring checks ------------------------------------------------
 # promtool and a real prometheus (Debian's prometheus), and a compose implementation to validate
 # docker-compose.monitoring.yml (Debian's docker-compose; no Docker engine is needed for that).
