@@ -14,6 +14,7 @@ mod load;
 mod monitoring;
 mod observability;
 mod openapi;
+mod s3;
 mod schema_fuzz;
 mod sdk;
 mod validation;
