@@ -109,13 +109,15 @@ impl StorageArgs {
     }
 
     pub fn file_store(&self) -> FileStoreConfig {
+        // An empty variable (`VLLM_BATCH_OBJECT_STORE=` in an env file) counts as unset.
+        let set = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
         let o = &self.object_store;
         FileStoreConfig {
-            object_store: o.object_store.clone(),
+            object_store: set(&o.object_store),
             local_root: self.data_dir.join("files"),
             s3: S3Options {
-                endpoint: o.s3_endpoint.clone(),
-                region: o.s3_region.clone(),
+                endpoint: set(&o.s3_endpoint),
+                region: set(&o.s3_region),
                 virtual_hosted_style: o.s3_virtual_hosted_style,
             },
         }

@@ -21,7 +21,7 @@ use crate::{Result, StoreError};
 /// How to reach the file store.
 #[derive(Debug, Clone)]
 pub struct FileStoreConfig {
-    /// `None` (or empty): the local folder `local_root`; `s3://BUCKET[/PREFIX]`: an
+    /// `None`: the local folder `local_root`; `s3://BUCKET[/PREFIX]`: an
     /// S3-compatible bucket, with the keys under `PREFIX/`.
     pub object_store: Option<String>,
     /// The local folder (`<data-dir>/files`).
@@ -67,7 +67,7 @@ impl S3Location {
 
 impl fmt::Display for FileStoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.object_store.as_deref().filter(|u| !u.is_empty()) {
+        match self.object_store.as_deref() {
             None => write!(f, "local folder {}", self.local_root.display()),
             Some(url) => match &self.s3.endpoint {
                 Some(endpoint) => write!(f, "{url} at {endpoint}"),
@@ -79,7 +79,7 @@ impl fmt::Display for FileStoreConfig {
 
 /// Opens the configured file store; an S3 store must accept a probe write.
 pub async fn open_file_store(config: &FileStoreConfig) -> Result<Arc<dyn FileStore>> {
-    let Some(url) = config.object_store.as_deref().filter(|u| !u.is_empty()) else {
+    let Some(url) = config.object_store.as_deref() else {
         let local = LocalFileStore::open(&config.local_root).await;
         return Ok(Arc::new(local.map_err(|e| StoreError::Config(format!("{config}: {e}")))?));
     };
