@@ -15,6 +15,7 @@ mod load;
 mod monitoring;
 mod observability;
 mod openapi;
+mod s3;
 mod scaleout;
 mod schema_fuzz;
 mod sdk;

@@ -17,7 +17,7 @@ use vllm_batch_api::auth::Auth;
 use vllm_batch_api::{ApiLimits, AppState};
 use vllm_batch_metrics::gpu::GpuSampler;
 use vllm_batch_metrics::{init_logging, LogGuard, LogOptions, Service};
-use vllm_batch_store::{redact_url, FileStore, LocalFileStore, Store};
+use vllm_batch_store::{open_file_store, redact_url, FileStore, Store};
 use vllm_batch_upstream::{parse_upstreams, Upstreams};
 use vllm_batch_worker::{Concurrency, Worker, WorkerConfig};
 
@@ -193,19 +193,19 @@ enum Schema {
     Require,
 }
 
-/// Opens the database (migrating it or checking its schema) and the file store under the data
-/// folder.
+/// Opens the file store (the folder `<data-dir>/files` or an object store) and the database,
+/// migrating it or checking its schema.
 async fn open_storage(storage: &StorageArgs, schema: Schema) -> Result<(Arc<dyn Store>, Arc<dyn FileStore>)> {
+    let file_store = storage.file_store();
+    let files = open_file_store(&file_store).await.context("opening file storage")?;
     let store = connect(storage).await?;
     match schema {
         Schema::Migrate => store.migrate().await.context("applying migrations")?,
         Schema::Require => store.check_schema().await?,
     }
-    let files = LocalFileStore::open(storage.data_dir.join("files"))
-        .await
-        .with_context(|| format!("opening file storage under {}", storage.data_dir.display()))?;
-    info!(database = %redact_url(&storage.database_url()), data_dir = %storage.data_dir.display(), "storage ready");
-    Ok((store, Arc::new(files)))
+    let database = redact_url(&storage.database_url());
+    info!(%database, data_dir = %storage.data_dir.display(), files = %file_store, "storage ready");
+    Ok((store, files))
 }
 
 fn upstreams(args: &UpstreamArgs) -> Result<Upstreams> {
