@@ -51,6 +51,11 @@ bash tests/cli/install.sh
 step "Chromium and playwright-core for the web page test (tests/browser)"
 bash tests/browser/install.sh
 
+# --- An S3-compatible server for the object-store tests (tests/e2e/s3.rs) ---------------------
+step "s3s-fs, the S3-compatible server of the object-store tests (tests/s3)"
+VLLM_BATCH_TEST_S3_SERVER="$(bash tests/s3/install.sh)"
+export VLLM_BATCH_TEST_S3_SERVER
+
 # --- Debian packages for the monitoring checks ------------------------------------------------
 # promtool and a real prometheus (Debian's prometheus), and a compose implementation to validate
 # docker-compose.monitoring.yml (Debian's docker-compose; no Docker engine is needed for that).
@@ -110,7 +115,7 @@ cargo test --workspace
 
 # The same end-to-end suite again with every process on PostgreSQL (a database per test).
 step "end-to-end suite on PostgreSQL (VLLM_BATCH_TEST_BACKEND=postgres)"
-VLLM_BATCH_TEST_BACKEND=postgres cargo test -p vllm-batch --test e2e -- --skip scaleout::pg_
+VLLM_BATCH_TEST_BACKEND=postgres cargo test -p vllm-batch --test e2e -- --skip scaleout::pg_ --skip s3::pg_
 
 # --- Fuzzing: every cargo-fuzz target for a bounded time over its committed corpus --------------
 # The instrumented build is kept outside the checkout so that later runs on this machine reuse it.

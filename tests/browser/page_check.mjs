@@ -92,9 +92,9 @@ try {
   const source = await page.locator('#system-source').innerText();
   log(`system panel: running ${running}, ${source}`);
   if (EXPECT_PROMETHEUS && source !== 'from Prometheus') throw new Error(`system panel source is "${source}"`);
+  // Prometheus may have scraped the upstream before vllm-batch itself: give it a few scrapes.
   for (const id of ['#stat-waiting', '#stat-queue', '#stat-tokens']) {
-    const text = await page.locator(id).innerText();
-    if (!/^[\d.,]+$/.test(text)) throw new Error(`${id} shows "${text}", not a number`);
+    await until(`${id} shows a number`, () => page.locator(id).innerText(), (t) => /^[\d.,]+$/.test(t), 15000);
   }
   if (EXPECT_GPUS > 0) {
     const cards = page.locator('#gpus .gpu');

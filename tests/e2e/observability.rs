@@ -30,6 +30,7 @@ const FAMILIES: &[&str] = &[
     "vllm_worker_status",
     "vllm_worker_heartbeat_timestamp",
     "vllm_upstream_in_flight",
+    "vllm_upstream_concurrency_limit",
     "vllm_upstream_retries_total",
     "vllm_upstream_errors_total",
     "vllm_inference_duration_seconds",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use vllm_batch_metrics::LogFormat;
+use vllm_batch_store::{FileStoreConfig, S3Options};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -90,7 +91,7 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct StorageArgs {
-    /// Folder for the SQLite database and file bodies.
+    /// Folder for the SQLite database and (without `--object-store`) file bodies.
     #[arg(long, env = "VLLM_BATCH_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
     /// Database URL: `sqlite://PATH` (default `sqlite://<data-dir>/vllm-batch.db`) or
@@ -99,6 +100,8 @@ pub struct StorageArgs {
     pub database_url: Option<String>,
     #[command(flatten)]
     pub pool: PoolArgs,
+    #[command(flatten)]
+    pub object_store: ObjectStoreArgs,
 }
 
 /// The database connection pool of one process.
@@ -140,6 +143,41 @@ impl StorageArgs {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("vllm-batch.db").display()))
     }
+
+    pub fn file_store(&self) -> FileStoreConfig {
+        // An empty variable (`VLLM_BATCH_OBJECT_STORE=` in an env file) counts as unset.
+        let set = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let o = &self.object_store;
+        FileStoreConfig {
+            object_store: set(&o.object_store),
+            local_root: self.data_dir.join("files"),
+            s3: S3Options {
+                endpoint: set(&o.s3_endpoint),
+                region: set(&o.s3_region),
+                virtual_hosted_style: o.s3_virtual_hosted_style,
+            },
+        }
+    }
+}
+
+/// Where file bodies live. Credentials of an S3 store come from the standard AWS environment:
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
+#[derive(Args, Debug, Clone)]
+pub struct ObjectStoreArgs {
+    /// File bodies in an S3-compatible bucket, `s3://BUCKET[/PREFIX]`; unset: the local folder
+    /// `<data-dir>/files`.
+    #[arg(long, env = "VLLM_BATCH_OBJECT_STORE", global = true)]
+    pub object_store: Option<String>,
+    /// URL of the S3-compatible server (`http://` allows plain HTTP); unset: AWS.
+    #[arg(long, env = "VLLM_BATCH_S3_ENDPOINT", global = true)]
+    pub s3_endpoint: Option<String>,
+    /// Region of the bucket; unset: `AWS_REGION`, else `us-east-1`.
+    #[arg(long, env = "VLLM_BATCH_S3_REGION", global = true)]
+    pub s3_region: Option<String>,
+    /// Virtual-hosted-style requests (`BUCKET.host/key`, the endpoint then names the bucket)
+    /// instead of the path-style requests (`host/BUCKET/key`) self-hosted servers expect.
+    #[arg(long, env = "VLLM_BATCH_S3_VIRTUAL_HOSTED_STYLE", global = true)]
+    pub s3_virtual_hosted_style: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -196,9 +234,23 @@ pub struct WorkerArgs {
     /// Input lines per chunk, the unit of claiming and retrying.
     #[arg(long, env = "VLLM_BATCH_CHUNK_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: u32,
-    /// Most requests in flight to each upstream at once.
+    /// Requests in flight to each upstream at once: the limit with --concurrency fixed, the
+    /// starting point with adaptive.
     #[arg(long, env = "VLLM_BATCH_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
+    /// `adaptive`: follow the upstream's own load (vLLM's running/waiting requests on its
+    /// /metrics, else latency), starting at --max-in-flight; `fixed`: always --max-in-flight.
+    #[arg(long, env = "VLLM_BATCH_CONCURRENCY", default_value = "adaptive", value_parser = ["adaptive", "fixed"])]
+    pub concurrency: String,
+    /// Adaptive concurrency: the lowest in-flight limit per upstream.
+    #[arg(long, env = "VLLM_BATCH_MIN_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_in_flight: u32,
+    /// Adaptive concurrency: the highest in-flight limit per upstream.
+    #[arg(long, env = "VLLM_BATCH_MAX_IN_FLIGHT_CEILING", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight_ceiling: u32,
+    /// Adaptive concurrency: how often the upstream's load is read and the limit adjusted.
+    #[arg(long, env = "VLLM_BATCH_CONCURRENCY_INTERVAL", default_value = "500ms", value_parser = duration)]
+    pub concurrency_interval: Duration,
     /// Most requests (lines) in one batch input file.
     #[arg(long, env = "VLLM_BATCH_MAX_REQUESTS_PER_BATCH", default_value_t = 1_000_000)]
     pub max_requests_per_batch: u64,

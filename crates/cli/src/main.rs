@@ -17,9 +17,9 @@ use vllm_batch_api::auth::Auth;
 use vllm_batch_api::{ApiLimits, AppState};
 use vllm_batch_metrics::gpu::GpuSampler;
 use vllm_batch_metrics::{init_logging, LogGuard, LogOptions, Service};
-use vllm_batch_store::{redact_url, FileStore, LocalFileStore, Store};
+use vllm_batch_store::{open_file_store, redact_url, FileStore, Store};
 use vllm_batch_upstream::{parse_upstreams, Upstreams};
-use vllm_batch_worker::{Worker, WorkerConfig};
+use vllm_batch_worker::{Concurrency, Worker, WorkerConfig};
 
 use args::{
     Cli, Command, HttpArgs, KeysCommand, LogArgs, ObserveArgs, StorageArgs, UpstreamArgs, WorkerArgs, WorkerMetricsArgs,
@@ -193,19 +193,19 @@ enum Schema {
     Require,
 }
 
-/// Opens the database (migrating it or checking its schema) and the file store under the data
-/// folder.
+/// Opens the file store (the folder `<data-dir>/files` or an object store) and the database,
+/// migrating it or checking its schema.
 async fn open_storage(storage: &StorageArgs, schema: Schema) -> Result<(Arc<dyn Store>, Arc<dyn FileStore>)> {
+    let file_store = storage.file_store();
+    let files = open_file_store(&file_store).await.context("opening file storage")?;
     let store = connect(storage).await?;
     match schema {
         Schema::Migrate => store.migrate().await.context("applying migrations")?,
         Schema::Require => store.check_schema().await?,
     }
-    let files = LocalFileStore::open(storage.data_dir.join("files"))
-        .await
-        .with_context(|| format!("opening file storage under {}", storage.data_dir.display()))?;
-    info!(database = %redact_url(&storage.database_url()), data_dir = %storage.data_dir.display(), "storage ready");
-    Ok((store, Arc::new(files)))
+    let database = redact_url(&storage.database_url());
+    info!(%database, data_dir = %storage.data_dir.display(), files = %file_store, "storage ready");
+    Ok((store, files))
 }
 
 fn upstreams(args: &UpstreamArgs) -> Result<Upstreams> {
@@ -247,6 +247,14 @@ fn worker_config(w: &WorkerArgs) -> WorkerConfig {
         worker_id: w.worker_id.clone().unwrap_or_else(|| WorkerConfig::default().worker_id),
         chunk_size,
         max_in_flight,
+        concurrency: match w.concurrency.as_str() {
+            "fixed" => Concurrency::Fixed,
+            _ => Concurrency::Adaptive {
+                min: w.min_in_flight as usize,
+                ceiling: (w.max_in_flight_ceiling.max(w.min_in_flight)) as usize,
+                interval: w.concurrency_interval,
+            },
+        },
         max_lines: w.max_requests_per_batch,
         max_line_bytes: w.max_line_bytes,
         request_timeout: w.request_timeout,
@@ -256,8 +264,6 @@ fn worker_config(w: &WorkerArgs) -> WorkerConfig {
         lease: w.lease,
         poll_interval: w.poll_interval,
         drain_timeout: w.drain_timeout,
-        // Enough chunks to cover the in-flight limit twice over, so claiming runs ahead.
-        max_held_chunks: (2 * max_in_flight).div_ceil(chunk_size).max(2) + 1,
     }
 }
 

@@ -66,6 +66,9 @@ pub struct Metrics {
     pub worker_heartbeat: GaugeVec,
     /// `vllm_upstream_in_flight{upstream}`: requests on the wire per upstream (its index).
     pub upstream_in_flight: IntGaugeVec,
+    /// `vllm_upstream_concurrency_limit{upstream}`: the in-flight limit per upstream (fixed, or
+    /// where the adaptive controller has set it).
+    pub upstream_concurrency_limit: IntGaugeVec,
     /// `vllm_upstream_retries_total{reason}`.
     pub upstream_retries: IntCounterVec,
     /// `vllm_upstream_errors_total{class}`: failed attempts by `4xx`, `5xx`, `connect`,
@@ -190,6 +193,12 @@ impl Metrics {
                 &r,
                 "vllm_upstream_in_flight",
                 "Requests on the wire to each upstream",
+                &["upstream"],
+            ),
+            upstream_concurrency_limit: int_gauge_vec(
+                &r,
+                "vllm_upstream_concurrency_limit",
+                "In-flight limit of each upstream (adaptive or fixed)",
                 &["upstream"],
             ),
             upstream_retries: counter_vec(

@@ -1,5 +1,6 @@
 //! Persistence for vllm-batch: the `Store` trait (batches, files, chunks, leases, fencing) with
-//! its SQLite implementation, and the `FileStore` that holds file bodies.
+//! its SQLite and PostgreSQL implementations, and the `FileStore` that holds file bodies (a local folder or an
+//! S3-compatible object store).
 //!
 //! `api` and `worker` only ever see `dyn Store` and `dyn FileStore`, so a PostgreSQL store or an
 //! object-store backend slots in without touching them.
@@ -7,7 +8,9 @@
 pub mod blob;
 pub mod error;
 pub mod lines;
+pub mod location;
 pub mod model;
+pub mod object;
 pub mod postgres;
 mod rows;
 pub mod schema;
@@ -19,7 +22,9 @@ use vllm_batch_core::{Batch, BatchId, FileId, FileObject};
 pub use blob::{BlobWriter, FileStore, LocalFileStore};
 pub use error::StoreError;
 pub use lines::LineReader;
+pub use location::{open_file_store, FileStoreConfig, S3Options};
 pub use model::*;
+pub use object::ObjectFileStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

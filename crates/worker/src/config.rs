@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub use crate::adaptive::Concurrency;
+
 /// How a worker claims, sends and retries.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -9,8 +11,10 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Lines per chunk, fixed at validation.
     pub chunk_size: usize,
-    /// Most requests in flight to one upstream at once.
+    /// Requests in flight to one upstream at once: the fixed limit, or where the adaptive
+    /// controller starts.
     pub max_in_flight: usize,
+    pub concurrency: Concurrency,
     /// Most lines in one input file.
     pub max_lines: u64,
     /// Longest input line in bytes.
@@ -24,12 +28,17 @@ pub struct WorkerConfig {
     pub lease: Duration,
     pub poll_interval: Duration,
     pub drain_timeout: Duration,
-    pub max_held_chunks: usize,
 }
 
 impl WorkerConfig {
     pub fn lease_ms(&self) -> i64 {
         self.lease.as_millis() as i64
+    }
+
+    /// Chunks to hold at once with `capacity` requests allowed in flight: enough to cover it
+    /// twice over, so claiming runs ahead of the chunk edges.
+    pub fn max_held_chunks(&self, capacity: usize) -> usize {
+        (2 * capacity).div_ceil(self.chunk_size).max(2) + 1
     }
 
     /// Three beats per lease, and at least one a second so progress stays live.
@@ -44,6 +53,7 @@ impl Default for WorkerConfig {
             worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
             chunk_size: 500,
             max_in_flight: 256,
+            concurrency: Concurrency::Adaptive { min: 8, ceiling: 4096, interval: Duration::from_millis(500) },
             max_lines: 1_000_000,
             max_line_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(600),
@@ -53,7 +63,6 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(30),
-            max_held_chunks: 8,
         }
     }
 }

@@ -52,7 +52,9 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, upstream: usize, body: 
         in_flight.inc();
         let started = std::time::Instant::now();
         let result = attempt_once(s, &url, body.clone()).await;
-        metrics().inference_duration.observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics().inference_duration.observe(took.as_secs_f64());
+        s.router.limits()[upstream].record(took);
         in_flight.dec();
         drop(permit);
         let (reason, message, retry_after, response) = match result {

@@ -2,6 +2,7 @@
 //! to the upstreams with bounded concurrency and retries, heartbeats, and finalizes batches into
 //! their output and error files. Embedded in `vllm-batch serve` or run alone (`vllm-batch worker`).
 
+mod adaptive;
 mod chunk;
 mod config;
 mod dispatch;
@@ -23,7 +24,7 @@ use vllm_batch_metrics::throughput::throughput;
 use vllm_batch_store::{BeatAnswer, ChunkBeat, FileStore, Store};
 use vllm_batch_upstream::Upstreams;
 
-pub use config::WorkerConfig;
+pub use config::{Concurrency, WorkerConfig};
 
 use chunk::{ChunkState, StopReason};
 use routing::Router;
@@ -90,6 +91,20 @@ impl Worker {
         let drained = CancellationToken::new();
         tasks.spawn(heartbeat_loop(s.clone(), drained.clone()).instrument(tracing::info_span!("heartbeat")));
         tasks.spawn(s.router.clone().refresh_loop(shutdown.clone()).instrument(tracing::info_span!("routing")));
+        for (i, limit) in s.router.limits().iter().enumerate() {
+            let gauge = m.upstream_concurrency_limit.with_label_values(&[&i.to_string()]);
+            gauge.set(limit.current() as i64);
+            if let Concurrency::Adaptive { min, ceiling, interval } = s.config.concurrency {
+                let run = adaptive::control_loop(
+                    limit.clone(),
+                    s.router.upstreams.clone(),
+                    i,
+                    (min, ceiling, interval),
+                    shutdown.clone(),
+                );
+                tasks.spawn(run.instrument(tracing::info_span!("concurrency", upstream = i)));
+            }
+        }
         let chunks = claim_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("claimer")).await;
         m.worker_status.with_label_values(&[&s.config.worker_id]).set(0);
         drain(&s, chunks).await;
@@ -107,14 +122,16 @@ impl Worker {
 /// Claims chunks while the backlog is short and spawns one task per chunk.
 async fn claim_loop(s: Arc<Shared>, shutdown: CancellationToken) -> JoinSet<()> {
     let mut chunks = JoinSet::new();
-    let low_water = s.router.total_capacity() as i64;
     while !shutdown.is_cancelled() {
+        // The limits move under the adaptive controller: so does how far claiming runs ahead.
+        let capacity = s.router.total_capacity();
+        let low_water = capacity as i64;
         while let Some(res) = chunks.try_join_next() {
             if let Err(e) = res {
                 error!(error = %e, "chunk task failed");
             }
         }
-        let room = s.backlog.load(Ordering::Acquire) < low_water && chunks.len() < s.config.max_held_chunks;
+        let room = s.backlog.load(Ordering::Acquire) < low_water && chunks.len() < s.config.max_held_chunks(capacity);
         if room {
             match s.store.claim_chunk(&s.config.worker_id, s.config.lease_ms()).await {
                 Ok(Some(lease)) => {

@@ -4,9 +4,10 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use vllm_batch_upstream::{ModelMap, UpstreamError, Upstreams};
+
+use crate::adaptive::{Limit, Slot};
 
 /// How often the model map is refreshed in the background.
 const REFRESH: Duration = Duration::from_secs(30);
@@ -14,9 +15,8 @@ const REFRESH: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub(crate) struct Router {
     pub upstreams: Upstreams,
-    limits: Arc<Vec<Arc<Semaphore>>>,
+    limits: Arc<Vec<Arc<Limit>>>,
     map: Arc<RwLock<ModelMap>>,
-    max_in_flight: usize,
     started: std::time::Instant,
     /// Models already reported loaded once (their load duration is set once).
     seen: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
@@ -24,20 +24,24 @@ pub(crate) struct Router {
 
 impl Router {
     pub fn new(upstreams: Upstreams, max_in_flight: usize) -> Self {
-        let limits = (0..upstreams.specs().len()).map(|_| Arc::new(Semaphore::new(max_in_flight))).collect();
+        let limits = (0..upstreams.specs().len()).map(|_| Limit::new(max_in_flight)).collect();
         Router {
             upstreams,
             limits: Arc::new(limits),
             map: Arc::default(),
-            max_in_flight,
             started: std::time::Instant::now(),
             seen: Arc::default(),
         }
     }
 
-    /// In-flight requests the worker can have across all upstreams.
+    /// In-flight requests the worker can have across all upstreams now.
     pub fn total_capacity(&self) -> usize {
-        self.max_in_flight * self.limits.len()
+        self.limits.iter().map(|l| l.current()).sum()
+    }
+
+    /// The in-flight limit of each upstream.
+    pub fn limits(&self) -> &[Arc<Limit>] {
+        &self.limits
     }
 
     /// Asks the upstreams for their models now and remembers the answer.
@@ -78,13 +82,13 @@ impl Router {
         let map = self.map.read().unwrap();
         match map.routes.get(model) {
             Some(candidates) if !candidates.is_empty() => {
-                *candidates.iter().max_by_key(|&&i| self.limits[i].available_permits()).expect("non-empty")
+                *candidates.iter().max_by_key(|&&i| self.limits[i].available()).expect("non-empty")
             }
             _ => 0,
         }
     }
 
-    pub async fn acquire(&self, upstream: usize) -> OwnedSemaphorePermit {
-        self.limits[upstream].clone().acquire_owned().await.expect("semaphores are never closed")
+    pub async fn acquire(&self, upstream: usize) -> Slot {
+        self.limits[upstream].acquire().await
     }
 }

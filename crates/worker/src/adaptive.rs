@@ -1,0 +1,311 @@
+//! The in-flight limit of one upstream, and the controller that adapts it to the upstream.
+//!
+//! vLLM publishes how many requests it runs and how many wait (`vllm:num_requests_running`,
+//! `vllm:num_requests_waiting` on its `/metrics`). The controller keeps the waiting queue short
+//! but non-empty: while nothing waits and every slot of ours is taken, the upstream has room and
+//! the limit grows (by half) — as long as the upstream runs about as many as are in flight, so
+//! requests held up on the way do not count as room; while more wait than the target, it shrinks to what runs plus the
+//! target. An upstream without those metrics gets latency-based AIMD instead: the limit grows
+//! by an eighth while latency stays near its best, and drops by a fifth when latency doubles
+//! (requests queueing).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How the in-flight limit of each upstream is set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Concurrency {
+    /// `max_in_flight`, always.
+    Fixed,
+    /// Starts at `max_in_flight`, then follows the upstream within `min..=ceiling`.
+    Adaptive { min: usize, ceiling: usize, interval: Duration },
+}
+
+/// A resizable in-flight limit: a semaphore whose size can shrink while permits are out (the
+/// shortfall is taken from permits as they come back).
+pub(crate) struct Limit {
+    sem: Arc<Semaphore>,
+    limit: AtomicUsize,
+    /// Permits still to be retired when they come back (a shrink below what was out).
+    debt: AtomicUsize,
+    latency_us: AtomicU64,
+    completed: AtomicU64,
+}
+
+/// One in-flight slot; dropping it gives the slot back (or retires it after a shrink).
+pub(crate) struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    limit: Arc<Limit>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let permit = self.permit.take().expect("slot holds its permit");
+        let retire = self.limit.debt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1)).is_ok();
+        if retire {
+            permit.forget();
+        }
+    }
+}
+
+impl Limit {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Limit {
+            sem: Arc::new(Semaphore::new(limit)),
+            limit: AtomicUsize::new(limit),
+            debt: AtomicUsize::new(0),
+            latency_us: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn current(&self) -> usize {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Slots taken now.
+    pub(crate) fn in_flight(&self) -> usize {
+        (self.current() + self.debt.load(Ordering::Acquire)).saturating_sub(self.sem.available_permits())
+    }
+
+    /// Free slots now (for choosing among upstreams).
+    pub(crate) fn available(&self) -> usize {
+        self.sem.available_permits().saturating_sub(self.debt.load(Ordering::Acquire))
+    }
+
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Slot {
+        let permit = self.sem.clone().acquire_owned().await.expect("semaphores are never closed");
+        Slot { permit: Some(permit), limit: self.clone() }
+    }
+
+    /// Records a finished request's time on the wire (for the latency fallback).
+    pub(crate) fn record(&self, took: Duration) {
+        self.latency_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.completed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Mean latency of the requests finished since the last call, if any.
+    fn take_mean_latency(&self) -> Option<Duration> {
+        let n = self.completed.swap(0, Ordering::AcqRel);
+        let total = self.latency_us.swap(0, Ordering::AcqRel);
+        (n > 0).then(|| Duration::from_micros(total / n))
+    }
+
+    /// Resizes the limit. Only the controller calls this (one task per upstream).
+    pub(crate) fn set(&self, new: usize) {
+        let old = self.limit.swap(new, Ordering::AcqRel);
+        if new > old {
+            let mut grow = new - old;
+            // Cancel retirements still pending before adding permits.
+            while grow > 0 {
+                let d = self.debt.load(Ordering::Acquire);
+                if d == 0 {
+                    break;
+                }
+                let take = d.min(grow);
+                if self.debt.compare_exchange(d, d - take, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    grow -= take;
+                }
+            }
+            self.sem.add_permits(grow);
+        } else if new < old {
+            let shrink = old - new;
+            let retired = self.sem.forget_permits(shrink);
+            self.debt.fetch_add(shrink - retired, Ordering::AcqRel);
+        }
+    }
+}
+
+/// What the upstream reported on its `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Load {
+    pub running: f64,
+    pub waiting: f64,
+}
+
+/// Sums `vllm:num_requests_running` and `vllm:num_requests_waiting` over their label sets;
+/// `None` when the page has neither (not a vLLM).
+pub(crate) fn parse_load(page: &str) -> Option<Load> {
+    let mut load = Load { running: 0.0, waiting: 0.0 };
+    let mut seen = false;
+    for line in page.lines() {
+        let (slot, rest) = if let Some(r) = line.strip_prefix("vllm:num_requests_running") {
+            (&mut load.running, r)
+        } else if let Some(r) = line.strip_prefix("vllm:num_requests_waiting") {
+            (&mut load.waiting, r)
+        } else {
+            continue;
+        };
+        // `{labels} value [timestamp]` or ` value`.
+        let rest = match rest.strip_prefix('{') {
+            Some(r) => match r.find('}') {
+                Some(end) => &r[end + 1..],
+                None => continue,
+            },
+            None if rest.starts_with(' ') => rest,
+            None => continue,
+        };
+        if let Some(v) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+            *slot += v;
+            seen = true;
+        }
+    }
+    seen.then_some(load)
+}
+
+/// The waiting queue the controller aims for: short, never empty while the upstream is full.
+fn target_waiting(running: f64) -> f64 {
+    (running / 16.0).clamp(2.0, 32.0)
+}
+
+/// The next limit from the upstream's own load.
+pub(crate) fn from_load(limit: usize, in_flight: usize, load: Load, min: usize, ceiling: usize) -> usize {
+    let target = target_waiting(load.running);
+    let next = if load.waiting > 2.0 * target {
+        // Too much queued upstream: hold what runs plus the target.
+        (load.running + target).ceil() as usize
+    } else if load.waiting < 1.0 && in_flight * 10 >= limit * 9 && load.running * 10.0 >= in_flight as f64 * 9.0 {
+        // Nothing queued, all our slots out, and the upstream runs what we sent (nothing stuck on
+        // the way): it has room.
+        limit + (limit / 2).max(8)
+    } else {
+        limit
+    };
+    next.clamp(min, ceiling)
+}
+
+/// The next limit from latency alone (an upstream without vLLM's metrics): additive increase
+/// while latency stays within twice its best, multiplicative decrease beyond.
+pub(crate) fn from_latency(
+    limit: usize,
+    in_flight: usize,
+    mean: Duration,
+    best: Duration,
+    min: usize,
+    ceiling: usize,
+) -> usize {
+    let next = if mean > best * 2 {
+        limit * 4 / 5
+    } else if in_flight * 10 >= limit * 9 {
+        limit + (limit / 8).max(1)
+    } else {
+        limit
+    };
+    next.clamp(min, ceiling)
+}
+
+/// Runs the controller of one upstream until `shutdown`.
+pub(crate) async fn control_loop(
+    limit: Arc<Limit>,
+    upstreams: vllm_batch_upstream::Upstreams,
+    index: usize,
+    (min, ceiling, interval): (usize, usize, Duration),
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let base = upstreams.specs()[index].base_url.trim_end_matches('/').trim_end_matches("/v1").to_string();
+    let url = format!("{base}/metrics");
+    let gauge = vllm_batch_metrics::metrics().upstream_concurrency_limit.with_label_values(&[&index.to_string()]);
+    gauge.set(limit.current() as i64);
+    let mut best: Option<Duration> = None;
+    let mut reported_fallback = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let page = async {
+            let resp = upstreams.authorize(upstreams.client().get(&url)).timeout(interval).send().await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            resp.text().await.ok()
+        };
+        let load = page.await.as_deref().and_then(parse_load);
+        let mean = limit.take_mean_latency();
+        let now = limit.current();
+        let next = match (load, mean) {
+            (Some(load), _) => from_load(now, limit.in_flight(), load, min, ceiling),
+            (None, Some(mean)) => {
+                if !reported_fallback {
+                    tracing::info!(upstream = index, %url, "no vLLM load metrics; adapting concurrency to latency");
+                    reported_fallback = true;
+                }
+                // The best latency seen, forgotten slowly so that a changed workload can reset it.
+                let b = best.map_or(mean, |b| (b + b / 100).min(mean));
+                best = Some(b);
+                from_latency(now, limit.in_flight(), mean, b, min, ceiling)
+            }
+            (None, None) => now,
+        };
+        if next != now {
+            tracing::debug!(upstream = index, from = now, to = next, ?load, "in-flight limit changed");
+            limit.set(next);
+            gauge.set(next as i64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_vllm_load_summed_over_label_sets() {
+        let page = "# HELP vllm:num_requests_running x\n\
+                    vllm:num_requests_running{model_name=\"a\",engine=\"0\"} 200.0\n\
+                    vllm:num_requests_running{model_name=\"b\"} 56\n\
+                    vllm:num_requests_waiting{model_name=\"a\"} 12.0 1700000000000\n\
+                    vllm:num_requests_waiting_by_reason{reason=\"x\"} 99\n";
+        assert_eq!(parse_load(page), Some(Load { running: 256.0, waiting: 12.0 }));
+        assert_eq!(parse_load("vllm:num_requests_running 3\n"), Some(Load { running: 3.0, waiting: 0.0 }));
+        assert_eq!(parse_load("other_metric 1\n"), None);
+        assert_eq!(parse_load(""), None);
+    }
+
+    #[test]
+    fn grows_while_the_upstream_has_room_and_shrinks_to_a_short_queue() {
+        // All 256 slots out, nothing waiting: grow by half.
+        assert_eq!(from_load(256, 256, Load { running: 256.0, waiting: 0.0 }, 8, 4096), 384);
+        // Room but our slots are not all used (a chunk edge): hold.
+        assert_eq!(from_load(256, 100, Load { running: 100.0, waiting: 0.0 }, 8, 4096), 256);
+        // Our slots are out but the upstream sees few of them (stuck on the way): hold.
+        assert_eq!(from_load(256, 256, Load { running: 120.0, waiting: 0.0 }, 8, 4096), 256);
+        // 192 queued behind 64 running: shrink to 64 + 4.
+        assert_eq!(from_load(256, 256, Load { running: 64.0, waiting: 192.0 }, 8, 4096), 68);
+        // A short queue is what we want: hold.
+        assert_eq!(from_load(68, 68, Load { running: 64.0, waiting: 4.0 }, 8, 4096), 68);
+        // Bounds.
+        assert_eq!(from_load(4000, 4000, Load { running: 4000.0, waiting: 0.0 }, 8, 4096), 4096);
+        assert_eq!(from_load(16, 16, Load { running: 1.0, waiting: 50.0 }, 8, 4096), 8);
+    }
+
+    #[test]
+    fn latency_fallback_is_aimd() {
+        let ms = Duration::from_millis;
+        assert_eq!(from_latency(100, 100, ms(30), ms(20), 8, 4096), 112);
+        assert_eq!(from_latency(100, 100, ms(50), ms(20), 8, 4096), 80);
+        assert_eq!(from_latency(100, 10, ms(20), ms(20), 8, 4096), 100);
+    }
+
+    #[tokio::test]
+    async fn shrinking_below_what_is_out_retires_permits_as_they_return() {
+        let limit = Limit::new(4);
+        let slots: Vec<Slot> = futures_util::future::join_all((0..4).map(|_| limit.acquire())).await;
+        assert_eq!(limit.in_flight(), 4);
+        limit.set(2);
+        assert_eq!(limit.available(), 0);
+        drop(slots);
+        // Two came back to the pool, two were retired.
+        assert_eq!(limit.available(), 2);
+        assert_eq!(limit.in_flight(), 0);
+        limit.set(5);
+        assert_eq!(limit.available(), 5);
+        let _a = limit.acquire().await;
+        limit.set(1);
+        assert_eq!(limit.available(), 0);
+        assert_eq!(limit.in_flight(), 1);
+    }
+}

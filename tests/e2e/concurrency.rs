@@ -1,0 +1,66 @@
+//! Adaptive concurrency against the simulated vLLM: the worker reads the upstream's own
+//! running/waiting gauges and moves its in-flight limit so the upstream's queue stays short
+//! but non-empty — up past the 256 it starts at when the upstream has room for 1024, down
+//! when it has room for 32. `vllm_upstream_concurrency_limit` shows where it went.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+async fn limit_of(app: &App) -> f64 {
+    let page = app.client.get("/metrics").await;
+    sample(page.body.as_str().unwrap(), "vllm_upstream_concurrency_limit{upstream=\"0\"}").expect("limit exported")
+}
+
+/// Runs `n` requests through `serve` against a sim of `capacity` slots; returns the highest and
+/// the last limit seen while the batch ran, and the largest running/waiting the sim reported.
+async fn run(capacity: usize, n: usize, extra: &[&str]) -> (f64, f64, u64, u64) {
+    let sim = sim(SimConfig { max_num_seqs: capacity, base_latency_ms: 200, ..SimConfig::default() }).await;
+    let mut args = vec!["--concurrency-interval", "100ms"];
+    args.extend_from_slice(extra);
+    let app = serve(&sim, &args);
+    assert_eq!(limit_of(&app).await, 256.0, "the limit starts at --max-in-flight");
+    let id = app.client.submit(&chat_lines(n)).await;
+    let (mut high, mut last, mut running, mut waiting) = (0.0f64, 0.0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let b = app.client.batch(&id).await;
+        if b["status"] == "completed" {
+            let (out, err) = app.client.results(&b).await;
+            check_exactly_once(&b, &out, &err, n);
+            break;
+        }
+        assert!(Instant::now() < deadline, "batch did not finish: {b}");
+        let l = limit_of(&app).await;
+        high = high.max(l);
+        last = l;
+        let st = sim.stats();
+        running = running.max(st.running);
+        waiting = waiting.max(st.waiting);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (high, last, running, waiting)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_grows_past_the_start_when_the_upstream_has_room() {
+    let (high, _, running, _) = run(1024, 12_000, &[]).await;
+    eprintln!("capacity 1024: limit rose to {high}, the sim ran up to {running} at once");
+    assert!(high > 512.0, "the limit should grow well past 256 toward 1024; highest {high}");
+    assert!(running > 256, "more than the starting limit ran at once: {running}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_shrinks_to_a_short_queue_when_the_upstream_is_small() {
+    let (_, last, running, _) = run(32, 2_000, &[]).await;
+    eprintln!("capacity 32: limit settled at {last}; the sim ran up to {running}");
+    assert!(last <= 64.0, "the limit should come down toward 32 + a short queue; last {last}");
+    assert_eq!(running, 32, "the upstream stayed full");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_concurrency_never_moves() {
+    let (high, last, running, _) = run(1024, 3_000, &["--concurrency", "fixed"]).await;
+    assert_eq!((high, last), (256.0, 256.0));
+    assert!(running <= 256, "{running}");
+}
