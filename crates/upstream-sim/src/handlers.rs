@@ -109,7 +109,7 @@ async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
     }
 
     if let Some(engine) = &st.engine {
-        let done = engine.submit(&st.stats, prepared.prompt_tokens, prepared.completion_tokens);
+        let done = engine.submit(prepared.prompt_tokens, prepared.completion_tokens);
         if done.await.is_err() {
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -140,9 +140,14 @@ impl SimState {
         }
     }
 
-    /// A snapshot of the statistics.
+    /// A snapshot of the statistics (in the engine mode, `running` and
+    /// `waiting` are the engine's sets).
     pub(crate) fn snapshot(&self) -> SimStats {
-        self.stats.snapshot(self.max_num_seqs)
+        let mut s = self.stats.snapshot(self.max_num_seqs);
+        if let Some(engine) = &self.engine {
+            (s.running, s.waiting) = engine.gauges();
+        }
+        s
     }
 
     /// Waits (counted as "waiting", FIFO) for one of `max_num_seqs` slots,
