@@ -6,7 +6,7 @@
 //! Both counts are log-normal, clamped: `exp(ln(median) + sigma * z)`, `z` standard normal.
 //! Two shapes: [`Shape::CHAT`] (prompts 50–1500 words, median 300; outputs 16–256 tokens,
 //! median 96) for the saturation, overhead and scale-out runs, and [`Shape::COMPACT`]
-//! (prompts 20–600 words, median 120; same outputs) whose ~1 KiB lines give the ~1 GiB,
+//! (prompts 20–600 words, median 135; same outputs) whose ~1.1 kB lines give the ~1 GiB,
 //! ~1M-line files of the ingest and memory runs.
 
 use std::io::Write;
@@ -52,9 +52,9 @@ impl Shape {
         prompt_words: LogNormal { median: 300.0, sigma: 0.8, min: 50, max: 1500 },
         max_tokens: LogNormal { median: 96.0, sigma: 0.6, min: 16, max: 256 },
     };
-    /// Shorter prompts (median 120 words, 20–600) for ~1 KiB lines.
+    /// Shorter prompts (median 135 words, 20–600): ~1.1 kB lines, so 1 GiB stays under the server's default 1,000,000-line limit.
     pub const COMPACT: Shape = Shape {
-        prompt_words: LogNormal { median: 120.0, sigma: 0.6, min: 20, max: 600 },
+        prompt_words: LogNormal { median: 135.0, sigma: 0.6, min: 20, max: 600 },
         max_tokens: LogNormal { median: 96.0, sigma: 0.6, min: 16, max: 256 },
     };
 }

@@ -103,7 +103,7 @@ enum Benchmark {
         /// Input shape: `chat` (prompts median 300 words) or `compact` (median 120 words).
         #[arg(long, default_value = "chat")]
         shape: String,
-        /// Record the server with `perf record -g` into bench/results/perf-<name>.data.
+        /// Record the server with `perf record --call-graph dwarf` into bench/results/perf-overhead.data.
         #[arg(long)]
         perf: bool,
     },

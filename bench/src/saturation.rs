@@ -133,11 +133,12 @@ async fn through_server(
     write_series(&series, &timeline)?;
     let efficiency = expect.seconds / completion;
     eprintln!(
-        "  vllm-batch: {completion:.2} s, {:.1} % of ideal; occupancy {:.3} (active window), min sampled {:.2}, dips {}",
+        "  vllm-batch: {completion:.2} s, {:.1} % of ideal; occupancy {:.3} (active window); ramp {} s, then min sampled {}, {} dips",
         100.0 * efficiency,
         sim_stats.occupancy_seconds / active,
-        analysis["min_occupancy_while_work_remains"].as_f64().unwrap_or(f64::NAN),
-        analysis["dips"].as_array().map_or(0, Vec::len),
+        analysis["startup_ramp_seconds"],
+        analysis["min_occupancy_after_ramp"],
+        analysis["dips_after_ramp"].as_array().map_or(0, Vec::len),
     );
     Ok(json!({
         "completion_seconds": completion,
@@ -203,7 +204,8 @@ async fn sample_timeline(sim: Sim, stop: CancellationToken) -> Result<Vec<Sample
 
 /// Occupancy while work remains: from the first sample with a request running, as long as at
 /// least `cap` requests of the batch are unanswered (after that the tail must empty the engine,
-/// as it does in the ideal schedule too). Dips are runs of samples below [`DIP_BELOW`].
+/// as it does in the ideal schedule too). The start-up ramp (until occupancy first reaches
+/// [`DIP_BELOW`]) is reported apart; after it, dips are runs of samples below [`DIP_BELOW`].
 fn analyse(samples: &[Sample], cap: usize, total: u64) -> Value {
     let occupancy = |s: &Sample| s.running as f64 / cap as f64;
     let Some(first) = samples.iter().position(|s| s.running > 0) else {
@@ -211,11 +213,15 @@ fn analyse(samples: &[Sample], cap: usize, total: u64) -> Value {
     };
     let busy: Vec<&Sample> =
         samples[first..].iter().take_while(|s| total.saturating_sub(s.succeeded) >= cap as u64).collect();
-    let min = busy.iter().map(|s| occupancy(s)).fold(f64::INFINITY, f64::min);
-    let mean = busy.iter().map(|s| occupancy(s)).sum::<f64>() / busy.len().max(1) as f64;
+    let ramp_end = busy.iter().position(|s| occupancy(s) >= DIP_BELOW).unwrap_or(busy.len());
+    let ramp_seconds = busy.get(ramp_end).map(|s| s.t - busy[0].t);
+    let steady = &busy[ramp_end..];
+    let min = |set: &[&Sample]| set.iter().map(|s| occupancy(s)).reduce(f64::min);
+    let mean =
+        |set: &[&Sample], f: &dyn Fn(&Sample) -> f64| set.iter().map(|s| f(s)).sum::<f64>() / set.len().max(1) as f64;
     let mut dips: Vec<Value> = Vec::new();
     let mut current: Option<(f64, f64, f64)> = None;
-    for s in &busy {
+    for s in steady {
         let occ = occupancy(s);
         if occ < DIP_BELOW {
             let c = current.get_or_insert((s.t, s.t, occ));
@@ -228,15 +234,18 @@ fn analyse(samples: &[Sample], cap: usize, total: u64) -> Value {
     if let Some((from, to, low)) = current {
         dips.push(json!({"from_s": from, "to_s": to, "min_occupancy": low}));
     }
-    let mean_waiting = busy.iter().map(|s| s.waiting as f64).sum::<f64>() / busy.len().max(1) as f64;
     json!({
         "sample_period_ms": SAMPLE_EVERY.as_millis() as u64,
         "samples": samples.len(),
         "samples_while_work_remains": busy.len(),
-        "min_occupancy_while_work_remains": if busy.is_empty() { Value::Null } else { json!(min) },
-        "mean_sampled_occupancy_while_work_remains": mean,
-        "mean_waiting_while_work_remains": mean_waiting,
-        "dips": dips,
+        "min_occupancy_while_work_remains": min(&busy),
+        "mean_sampled_occupancy_while_work_remains": mean(&busy, &occupancy),
+        "mean_waiting_while_work_remains": mean(&busy, &|s| s.waiting as f64),
+        // From the first sample with a request running to the first at >= 90 % (null: never).
+        "startup_ramp_seconds": ramp_seconds,
+        "min_occupancy_after_ramp": min(steady),
+        "mean_sampled_occupancy_after_ramp": mean(steady, &occupancy),
+        "dips_after_ramp": dips,
     })
 }
 

@@ -19,7 +19,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub struct Options {
     pub seed: u64,
     pub server_args: Vec<String>,
-    /// Record the server with `perf record -g` while the batch runs, into this file.
+    /// Record the server with `perf record` while the batch runs, into this file.
     pub perf: Option<std::path::PathBuf>,
 }
 
@@ -107,11 +107,13 @@ async fn end_to_end(ctx: &Ctx, dir: &Path, input: &Input, opts: &Options) -> Res
     })
 }
 
-/// `perf record -g` on `pid`, stopped with SIGINT by [`Proc::stop`] (perf then writes its file).
+/// `perf record` with DWARF call graphs (release builds keep no frame pointers) on `pid`,
+/// stopped with SIGTERM by [`Proc::stop`] (perf then writes its file).
 fn start_perf(pid: u32, out: &Path, log: &Path) -> Result<Proc> {
-    let args = ["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o", &out.display().to_string()]
-        .map(String::from)
-        .to_vec();
+    let args =
+        ["record", "-F", "499", "--call-graph", "dwarf", "-p", &pid.to_string(), "-o", &out.display().to_string()]
+            .map(String::from)
+            .to_vec();
     Proc::spawn("perf", Path::new("perf"), &args, &[], log)
 }
 
