@@ -54,7 +54,7 @@ fn harness() -> &'static Harness {
         let app = rt.block_on(async {
             let url = format!("sqlite://{}", dir.path().join("fuzz.db").display());
             let store = SqliteStore::connect(&url).await.expect("sqlite opens");
-            store.migrate().await.expect("migrations apply");
+            vllm_batch_store::Store::migrate(&store).await.expect("migrations apply");
             let files = LocalFileStore::open(&files_root).await.expect("file store opens");
             // Nothing listens on port 9 (discard): the upstream is never reached by uploads.
             let upstreams = Upstreams::new(parse_upstreams("http://127.0.0.1:9/v1").expect("upstream"), None);

@@ -3,7 +3,7 @@
 //! vLLM publishes how many requests it runs and how many wait (`vllm:num_requests_running`,
 //! `vllm:num_requests_waiting` on its `/metrics`). The controller keeps the waiting queue short
 //! but non-empty: while nothing waits and every slot of ours is taken, the upstream has room and
-//! the limit grows (by half) — as long as the upstream runs about as many as are in flight, so
+//! the limit doubles — as long as the upstream runs about as many as are in flight, so
 //! requests held up on the way do not count as room; while more wait than the target, it shrinks to what runs plus the
 //! target. An upstream without those metrics gets latency-based AIMD instead: the limit grows
 //! by an eighth while latency stays near its best, and drops by a fifth when latency doubles
@@ -170,7 +170,7 @@ pub(crate) fn from_load(limit: usize, in_flight: usize, load: Load, min: usize, 
     } else if load.waiting < 1.0 && in_flight * 10 >= limit * 9 && load.running * 10.0 >= in_flight as f64 * 9.0 {
         // Nothing queued, all our slots out, and the upstream runs what we sent (nothing stuck on
         // the way): it has room.
-        limit + (limit / 2).max(8)
+        limit + limit.max(8)
     } else {
         limit
     };
@@ -267,8 +267,8 @@ mod tests {
 
     #[test]
     fn grows_while_the_upstream_has_room_and_shrinks_to_a_short_queue() {
-        // All 256 slots out, nothing waiting: grow by half.
-        assert_eq!(from_load(256, 256, Load { running: 256.0, waiting: 0.0 }, 8, 4096), 384);
+        // All 256 slots out, nothing waiting: double.
+        assert_eq!(from_load(256, 256, Load { running: 256.0, waiting: 0.0 }, 8, 4096), 512);
         // Room but our slots are not all used (a chunk edge): hold.
         assert_eq!(from_load(256, 100, Load { running: 100.0, waiting: 0.0 }, 8, 4096), 256);
         // Our slots are out but the upstream sees few of them (stuck on the way): hold.
