@@ -12,6 +12,7 @@ use upstream_sim::CostModel;
 
 mod api;
 mod input;
+mod machine;
 mod procs;
 mod saturation;
 mod scaleout;
@@ -186,6 +187,13 @@ async fn main() -> Result<()> {
     let repo_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("no repository root")?.to_path_buf();
     let ctx = Ctx { bin_dir, work_dir: cli.work_dir, results_dir: cli.results_dir, repo_root, tag: cli.tag };
     std::fs::create_dir_all(&ctx.work_dir)?;
+    // One benchmark at a time on this machine, and a record of what else ran meanwhile.
+    let _lock = match cli.benchmark {
+        Benchmark::Ideal { .. } => None,
+        _ => Some(machine::RunLock::acquire(std::env::temp_dir().join("vllm-batch-bench.lock"))?),
+    };
+    let stop_watch = tokio_util::sync::CancellationToken::new();
+    let background = tokio::spawn(machine::watch_background(stop_watch.clone()));
     let zero =
         |perf: Option<PathBuf>| throughput::Options { seed: cli.seed, server_args: cli.server_args.clone(), perf };
 
@@ -256,6 +264,9 @@ async fn main() -> Result<()> {
             return Ok(());
         }
     };
+    stop_watch.cancel();
+    let mut result = result;
+    result["background"] = background.await?;
     stack::write_result(&ctx, name, &result)?;
     Ok(())
 }
