@@ -35,10 +35,11 @@ impl WorkerConfig {
         self.lease.as_millis() as i64
     }
 
-    /// Chunks to hold at once with `capacity` requests allowed in flight: enough to cover it
-    /// twice over, so claiming runs ahead of the chunk edges.
+    /// Most chunks to hold at once with `capacity` requests allowed in flight. Claims are paced
+    /// by the backlog of undispatched lines; this bound only keeps chunks whose last requests
+    /// are still running (stragglers) from stopping new claims: four capacities' worth.
     pub fn max_held_chunks(&self, capacity: usize) -> usize {
-        (2 * capacity).div_ceil(self.chunk_size).max(2) + 1
+        (4 * capacity).div_ceil(self.chunk_size).max(2) + 1
     }
 
     /// Three beats per lease, and at least one a second so progress stays live.
