@@ -1,5 +1,5 @@
-//! The axum router: `/v1/models`, `/metrics`, `/health`, the five inference
-//! endpoints, and the middleware that stamps every response with
+//! The axum router: `/v1/models`, `/metrics`, `/sim/stats`, `/health`, the
+//! five inference endpoints, and the middleware that stamps every response with
 //! `x-request-id`.
 
 use std::sync::atomic::Ordering;
@@ -29,6 +29,7 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
     let mut r = Router::new()
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics_handler))
+        .route("/sim/stats", get(|State(st): State<Arc<SimState>>| async move { Json(st.snapshot()) }))
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/version", get(|| async { Json(json!({"version": "upstream-sim"})) }));
     for ep in [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Score, Endpoint::Rerank] {
@@ -80,9 +81,9 @@ async fn metrics_handler(State(st): State<Arc<SimState>>) -> Response {
 }
 
 /// The shared path of every inference endpoint: validate, maybe inject a
-/// fault, wait for a scheduler slot, "run", answer.
+/// fault, wait for a scheduler slot (or the engine), "run", answer.
 async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
-    st.stats.requests_received.fetch_add(1, Ordering::Relaxed);
+    st.stats.arrived();
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return error_response(StatusCode::BAD_REQUEST, "expected a JSON object", "BadRequestError"),
@@ -107,15 +108,24 @@ async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
         return faults::respond(st, fault).await;
     }
 
-    let slot = st.schedule().await;
-    let run_time = st.run_time(prepared.completion_tokens);
-    if !run_time.is_zero() {
-        tokio::time::sleep(run_time).await;
+    if let Some(engine) = &st.engine {
+        let done = engine.submit(prepared.prompt_tokens, prepared.completion_tokens);
+        if done.await.is_err() {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the engine is shutting down",
+                "ServiceUnavailableError",
+            );
+        }
+    } else {
+        let slot = st.schedule().await;
+        let run_time = st.run_time(prepared.completion_tokens);
+        if !run_time.is_zero() {
+            tokio::time::sleep(run_time).await;
+        }
+        drop(slot);
     }
-    drop(slot);
 
-    st.stats.prompt_tokens.fetch_add(prepared.prompt_tokens, Ordering::Relaxed);
-    st.stats.generation_tokens.fetch_add(prepared.completion_tokens, Ordering::Relaxed);
-    st.stats.responses_ok.fetch_add(1, Ordering::Relaxed);
+    st.stats.succeeded(prepared.prompt_tokens, prepared.completion_tokens);
     Json(prepared.body).into_response()
 }

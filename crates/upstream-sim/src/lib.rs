@@ -4,8 +4,10 @@
 //! It serves `/v1/models`, `/metrics` (vLLM metric names) and the inference
 //! endpoints `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
 //! `/v1/score` and `/v1/rerank` with deterministic bodies derived from each
-//! request, a vLLM-like latency model (at most `max_num_seqs` requests run at
-//! once, the rest wait FIFO) and seeded fault injection.
+//! request, a vLLM-like latency model and seeded fault injection. The latency
+//! model is either a fixed time per request (at most `max_num_seqs` requests
+//! run at once, the rest wait FIFO) or, when `step_base_ms > 0`, a
+//! continuous-batching engine stepping like vLLM's scheduler ([`cost`]).
 //!
 //! This file holds the public API: [`SimConfig`], [`FaultRates`],
 //! [`SimStats`], [`SimHandle`], [`spawn`] and [`serve`].
@@ -19,12 +21,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 mod bodies;
+pub mod cost;
 pub mod det;
+mod engine;
 mod faults;
 mod handlers;
 mod metrics;
 mod state;
 
+pub use cost::{ideal_seconds, CostModel};
 pub use faults::{MARKER_400, MARKER_500};
 
 use state::SimState;
@@ -46,6 +51,16 @@ pub struct SimConfig {
     pub base_latency_ms: u64,
     /// Extra time per completion token once running, in milliseconds. Default 0.
     pub per_token_ms: f64,
+    /// Continuous-batching mode: fixed time of every engine step, in
+    /// milliseconds. Above 0 it replaces the fixed-latency model (and
+    /// `base_latency_ms` / `per_token_ms` are ignored). Default 0.
+    pub step_base_ms: f64,
+    /// Continuous-batching mode: extra step time per running sequence, in
+    /// milliseconds. Default 0.
+    pub step_per_seq_ms: f64,
+    /// Continuous-batching mode: extra step time per prompt token of the
+    /// requests admitted in that step, in milliseconds. Default 0.
+    pub prefill_ms_per_token: f64,
     /// Fault-injection probabilities. Default all zero.
     pub faults: FaultRates,
     /// Seed of the fault-injection RNG. Default 42.
@@ -59,8 +74,23 @@ impl Default for SimConfig {
             max_num_seqs: 256,
             base_latency_ms: 0,
             per_token_ms: 0.0,
+            step_base_ms: 0.0,
+            step_per_seq_ms: 0.0,
+            prefill_ms_per_token: 0.0,
             faults: FaultRates::default(),
             seed: 42,
+        }
+    }
+}
+
+impl SimConfig {
+    /// The engine's step-time parameters; [`CostModel::is_enabled`] says
+    /// whether the continuous-batching mode is on.
+    pub fn cost_model(&self) -> CostModel {
+        CostModel {
+            step_base_ms: self.step_base_ms,
+            step_per_seq_ms: self.step_per_seq_ms,
+            prefill_ms_per_token: self.prefill_ms_per_token,
         }
     }
 }
@@ -82,8 +112,9 @@ pub struct FaultRates {
     pub error_400: f64,
 }
 
-/// A snapshot of the simulator's counters and gauges.
-#[derive(Clone, Debug, Default)]
+/// A snapshot of the simulator's counters and gauges (also served as JSON at
+/// `GET /sim/stats`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SimStats {
     /// Inference requests received (any outcome).
     pub requests_received: u64,
@@ -91,10 +122,22 @@ pub struct SimStats {
     pub responses_ok: u64,
     /// Requests answered with an injected fault (including marker hooks).
     pub faults_injected: u64,
-    /// Requests currently running (holding one of `max_num_seqs` slots).
+    /// Requests currently running (holding one of `max_num_seqs` slots, or in
+    /// the engine's running set).
     pub running: u64,
-    /// Requests currently waiting for a slot.
+    /// Requests currently waiting for a slot (or in the engine's queue).
     pub waiting: u64,
+    /// Engine steps taken (0 in the fixed-latency mode).
+    pub steps: u64,
+    /// Engine time with at least one running request, in seconds.
+    pub busy_seconds: f64,
+    /// Σ step time × running / `max_num_seqs`, in seconds: divided by the
+    /// elapsed time it is the mean occupancy of the engine.
+    pub occupancy_seconds: f64,
+    /// When the first inference request arrived (ms since the Unix epoch; 0: none yet).
+    pub first_arrival_unix_ms: u64,
+    /// When the latest 200 answer was sent (ms since the Unix epoch; 0: none yet).
+    pub last_finish_unix_ms: u64,
     /// Prompt tokens of successful requests.
     pub prompt_tokens: u64,
     /// Completion tokens of successful requests.
@@ -124,7 +167,7 @@ impl SimHandle {
 
     /// A snapshot of the current statistics.
     pub fn stats(&self) -> SimStats {
-        self.state.stats.snapshot()
+        self.state.snapshot()
     }
 
     /// Replaces the fault rates; applies to requests received from now on.
@@ -161,6 +204,9 @@ pub async fn serve(listener: tokio::net::TcpListener, config: SimConfig) -> std:
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(SimState::new(config, shutdown_rx.clone()));
+    if let Some(engine) = state.engine.clone() {
+        tokio::spawn(engine::run(state.clone(), engine));
+    }
     let app = handlers::router(state.clone());
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

@@ -26,6 +26,17 @@ struct Args {
     /// Extra time per completion token, in milliseconds.
     #[arg(long, env = "UPSTREAM_SIM_PER_TOKEN_MS", default_value_t = 0.0)]
     per_token_ms: f64,
+    /// Continuous-batching mode (on when above 0): fixed time of every engine step, in
+    /// milliseconds; replaces --base-latency-ms / --per-token-ms.
+    #[arg(long, env = "UPSTREAM_SIM_STEP_BASE_MS", default_value_t = 0.0)]
+    step_base_ms: f64,
+    /// Continuous-batching mode: extra step time per running sequence, in milliseconds.
+    #[arg(long, env = "UPSTREAM_SIM_STEP_PER_SEQ_MS", default_value_t = 0.0)]
+    step_per_seq_ms: f64,
+    /// Continuous-batching mode: extra step time per prompt token of the requests admitted in
+    /// that step, in milliseconds.
+    #[arg(long, env = "UPSTREAM_SIM_PREFILL_MS_PER_TOKEN", default_value_t = 0.0)]
+    prefill_ms_per_token: f64,
     /// Probability of a 500 response.
     #[arg(long, env = "UPSTREAM_SIM_FAULT_500", default_value_t = 0.0)]
     fault_500: f64,
@@ -61,6 +72,9 @@ async fn main() -> std::io::Result<()> {
         max_num_seqs: args.max_num_seqs,
         base_latency_ms: args.base_latency_ms,
         per_token_ms: args.per_token_ms,
+        step_base_ms: args.step_base_ms,
+        step_per_seq_ms: args.step_per_seq_ms,
+        prefill_ms_per_token: args.prefill_ms_per_token,
         faults: FaultRates {
             error_500: args.fault_500,
             error_429: args.fault_429,

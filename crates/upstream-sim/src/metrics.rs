@@ -10,7 +10,7 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 
 /// Renders the current metrics, labelled with the first model's name.
 pub(crate) fn render(state: &SimState) -> String {
-    let s = state.stats.snapshot();
+    let s = state.snapshot();
     let model = escape(&state.models[0]);
     let labels = format!("model_name=\"{model}\"");
     let usage = (s.running as f64 / state.max_num_seqs as f64).clamp(0.0, 1.0);

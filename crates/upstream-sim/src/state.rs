@@ -1,14 +1,16 @@
 //! Shared server state: configuration, atomic statistics, the scheduler that
-//! limits concurrently running requests (vLLM's `max_num_seqs`), the seeded
-//! fault RNG, and the shutdown signal.
+//! limits concurrently running requests (vLLM's `max_num_seqs`: a semaphore in
+//! the fixed-latency mode, the [`Engine`] in the continuous-batching mode), the
+//! seeded fault RNG, and the shutdown signal.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 
+use crate::engine::Engine;
 use crate::{FaultRates, SimConfig, SimStats};
 
 /// Counters and gauges behind [`SimStats`].
@@ -21,11 +23,22 @@ pub(crate) struct Stats {
     pub(crate) waiting: AtomicU64,
     pub(crate) prompt_tokens: AtomicU64,
     pub(crate) generation_tokens: AtomicU64,
+    /// Engine steps taken (engine mode only).
+    pub(crate) steps: AtomicU64,
+    /// Σ step time, in nanoseconds (every step has at least one running).
+    pub(crate) busy_nanos: AtomicU64,
+    /// Σ step time × running sequences, in nanoseconds.
+    pub(crate) seq_nanos: AtomicU64,
+    /// Wall-clock time of the first inference request (0 before it).
+    pub(crate) first_arrival_unix_ms: AtomicU64,
+    /// Wall-clock time of the latest 200 answer (0 before it).
+    pub(crate) last_finish_unix_ms: AtomicU64,
 }
 
 impl Stats {
-    /// A consistent-enough snapshot (each field is read atomically).
-    pub(crate) fn snapshot(&self) -> SimStats {
+    /// A consistent-enough snapshot (each field is read atomically);
+    /// `max_num_seqs` turns sequence-time into occupancy.
+    pub(crate) fn snapshot(&self, max_num_seqs: usize) -> SimStats {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SimStats {
             requests_received: r(&self.requests_received),
@@ -35,8 +48,32 @@ impl Stats {
             waiting: r(&self.waiting),
             prompt_tokens: r(&self.prompt_tokens),
             generation_tokens: r(&self.generation_tokens),
+            steps: r(&self.steps),
+            busy_seconds: r(&self.busy_nanos) as f64 / 1e9,
+            occupancy_seconds: r(&self.seq_nanos) as f64 / 1e9 / max_num_seqs as f64,
+            first_arrival_unix_ms: r(&self.first_arrival_unix_ms),
+            last_finish_unix_ms: r(&self.last_finish_unix_ms),
         }
     }
+
+    /// Records an inference request's arrival.
+    pub(crate) fn arrived(&self) {
+        self.requests_received.fetch_add(1, Ordering::Relaxed);
+        let _ = self.first_arrival_unix_ms.compare_exchange(0, unix_ms(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Records a 200 answer and the tokens it carried.
+    pub(crate) fn succeeded(&self, prompt_tokens: u64, completion_tokens: u64) {
+        self.prompt_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
+        self.generation_tokens.fetch_add(completion_tokens, Ordering::Relaxed);
+        self.responses_ok.fetch_add(1, Ordering::Relaxed);
+        self.last_finish_unix_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Increments a gauge on creation and decrements it on drop, so a request
@@ -75,6 +112,8 @@ pub(crate) struct SimState {
     pub(crate) max_num_seqs: usize,
     pub(crate) base_latency_ms: u64,
     pub(crate) per_token_ms: f64,
+    /// The continuous-batching engine, when `step_base_ms > 0`.
+    pub(crate) engine: Option<Arc<Engine>>,
     pub(crate) stats: Stats,
     pub(crate) faults: Mutex<FaultState>,
     slots: Semaphore,
@@ -85,17 +124,30 @@ impl SimState {
     /// Builds the state from `config`; `shutdown` flips to `true` on shutdown.
     pub(crate) fn new(config: SimConfig, shutdown: watch::Receiver<bool>) -> Self {
         let max_num_seqs = config.max_num_seqs.clamp(1, Semaphore::MAX_PERMITS);
+        let cost = config.cost_model();
+        let engine = cost.is_enabled().then(|| Arc::new(Engine::new(cost, max_num_seqs)));
         let models = if config.models.is_empty() { SimConfig::default().models } else { config.models };
         SimState {
             models,
             max_num_seqs,
             base_latency_ms: config.base_latency_ms,
             per_token_ms: config.per_token_ms.max(0.0),
+            engine,
             stats: Stats::default(),
             faults: Mutex::new(FaultState { rates: config.faults, rng: StdRng::seed_from_u64(config.seed) }),
             slots: Semaphore::new(max_num_seqs),
             shutdown,
         }
+    }
+
+    /// A snapshot of the statistics (in the engine mode, `running` and
+    /// `waiting` are the engine's sets).
+    pub(crate) fn snapshot(&self) -> SimStats {
+        let mut s = self.stats.snapshot(self.max_num_seqs);
+        if let Some(engine) = &self.engine {
+            (s.running, s.waiting) = engine.gauges();
+        }
+        s
     }
 
     /// Waits (counted as "waiting", FIFO) for one of `max_num_seqs` slots,

@@ -1,0 +1,147 @@
+//! A small client of the vLLM-batch HTTP API (what a user's SDK does): streamed upload,
+//! batch creation, polling, download; and of the simulator's `/metrics` and `/sim/stats`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures_util::TryStreamExt;
+use serde_json::{json, Value};
+use upstream_sim::SimStats;
+
+/// The vLLM-batch API at `base` (`http://127.0.0.1:PORT/v1`).
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: String) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(3600)).build().expect("a reqwest client");
+        Api { base, http }
+    }
+
+    /// Uploads `path` (`purpose=batch`), streaming it from disk; returns the file id.
+    pub async fn upload(&self, path: &Path) -> Result<String> {
+        let file = tokio::fs::File::open(path).await?;
+        let len = file.metadata().await?.len();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+            .file_name("input.jsonl")
+            .mime_str("application/jsonl")?;
+        let form = reqwest::multipart::Form::new().text("purpose", "batch").part("file", part);
+        let resp = self.http.post(format!("{}/files", self.base)).multipart(form).send().await?;
+        let body = ok_json(resp).await.context("uploading the input file")?;
+        Ok(body["id"].as_str().context("upload answer has no id")?.to_string())
+    }
+
+    /// Creates a chat-completions batch over `file_id`; returns its id.
+    pub async fn create_batch(&self, file_id: &str) -> Result<String> {
+        let resp = self
+            .http
+            .post(format!("{}/batches", self.base))
+            .json(&json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+            .send()
+            .await?;
+        let body = ok_json(resp).await.context("creating the batch")?;
+        Ok(body["id"].as_str().context("batch answer has no id")?.to_string())
+    }
+
+    pub async fn batch(&self, id: &str) -> Result<Value> {
+        ok_json(self.http.get(format!("{}/batches/{id}", self.base)).send().await?).await
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<Value> {
+        ok_json(self.http.post(format!("{}/batches/{id}/cancel", self.base)).send().await?).await
+    }
+
+    /// Polls the batch every `every` until its status is one of `statuses` (or terminal);
+    /// returns it and when the change was seen.
+    pub async fn wait_status(&self, id: &str, statuses: &[&str], every: Duration) -> Result<(Value, Instant)> {
+        const TERMINAL: [&str; 4] = ["completed", "failed", "expired", "cancelled"];
+        loop {
+            let b = self.batch(id).await?;
+            let status = b["status"].as_str().unwrap_or_default();
+            if statuses.contains(&status) || TERMINAL.contains(&status) {
+                return Ok((b, Instant::now()));
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Downloads a file's content to `dest`; returns (bytes, lines).
+    pub async fn download(&self, file_id: &str, dest: &Path) -> Result<(u64, u64)> {
+        use tokio::io::AsyncWriteExt;
+        let resp = self.http.get(format!("{}/files/{file_id}/content", self.base)).send().await?;
+        if !resp.status().is_success() {
+            bail!("downloading {file_id}: {}", resp.status());
+        }
+        let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(dest).await?);
+        let mut stream = resp.bytes_stream();
+        let (mut bytes, mut lines) = (0u64, 0u64);
+        while let Some(chunk) = stream.try_next().await? {
+            bytes += chunk.len() as u64;
+            lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+            out.write_all(&chunk).await?;
+        }
+        out.flush().await?;
+        Ok((bytes, lines))
+    }
+}
+
+async fn ok_json(resp: reqwest::Response) -> Result<Value> {
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        bail!("HTTP {status}: {text}");
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The simulator at `root` (`http://127.0.0.1:PORT`, no `/v1`).
+#[derive(Clone)]
+pub struct Sim {
+    pub root: String,
+    http: reqwest::Client,
+}
+
+/// One scrape of the simulator's `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    pub running: u64,
+    pub waiting: u64,
+    pub succeeded: u64,
+}
+
+impl Sim {
+    pub fn new(root: String) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a reqwest client");
+        Sim { root, http }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("{}/v1", self.root)
+    }
+
+    pub async fn stats(&self) -> Result<SimStats> {
+        Ok(self.http.get(format!("{}/sim/stats", self.root)).send().await?.error_for_status()?.json().await?)
+    }
+
+    /// Scrapes `/metrics` as the worker's controller would.
+    pub async fn gauges(&self) -> Result<Gauges> {
+        let text = self.http.get(format!("{}/metrics", self.root)).send().await?.error_for_status()?.text().await?;
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64
+        };
+        Ok(Gauges {
+            running: value("vllm:num_requests_running"),
+            waiting: value("vllm:num_requests_waiting"),
+            succeeded: value("vllm:request_success_total"),
+        })
+    }
+}
