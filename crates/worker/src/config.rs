@@ -35,11 +35,11 @@ impl WorkerConfig {
         self.lease.as_millis() as i64
     }
 
-    /// Most chunks to hold at once with `capacity` requests allowed in flight. Claims are paced
-    /// by the backlog of undispatched lines; this bound only keeps chunks whose last requests
-    /// are still running (stragglers) from stopping new claims: four capacities' worth.
+    /// Most chunks to hold at once with `capacity` requests allowed in flight: enough to cover it
+    /// twice over, so claiming runs ahead of the chunk edges. (More would let a long batch's
+    /// held lines delay a newly arrived short batch further.)
     pub fn max_held_chunks(&self, capacity: usize) -> usize {
-        (4 * capacity).div_ceil(self.chunk_size).max(2) + 1
+        (2 * capacity).div_ceil(self.chunk_size).max(2) + 1
     }
 
     /// Three beats per lease, and at least one a second so progress stays live.
