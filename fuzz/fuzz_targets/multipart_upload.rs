@@ -69,6 +69,7 @@ fn harness() -> &'static Harness {
                 prometheus_url: None,
                 // No key exists and the caller is on loopback: answered as an anonymous admin.
                 auth: Arc::default(),
+                batch_cache: Arc::default(),
             };
             vllm_batch_api::router(state)
         });

@@ -221,6 +221,7 @@ async fn without_keys_only_loopback_is_served() {
         started: Instant::now(),
         prometheus_url: None,
         auth: Arc::new(vllm_batch_api::auth::Auth::new(insecure, None, 0, 0)),
+        batch_cache: Arc::default(),
     };
     let call = |insecure: bool, peer: &str| {
         let router = vllm_batch_api::router(state(insecure));

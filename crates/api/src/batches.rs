@@ -161,11 +161,17 @@ async fn create_batch(
 )]
 async fn get_batch(State(st): State<AppState>, caller: Principal, Path(id): Path<String>) -> Result<Json<Batch>> {
     let id = parse_batch_id(&id)?;
+    if let Some(batch) = st.batch_cache.get(&id, caller.scope()) {
+        return Ok(Json(batch));
+    }
+    // Stamped before the query, so a cancel that lands meanwhile still drops it.
+    let fetched = std::time::Instant::now();
     let batch = st
         .store
         .get_batch(&id, caller.scope())
         .await?
         .ok_or_else(|| Error::NotFound { kind: "Batch", id: id.to_string() })?;
+    st.batch_cache.put(&id, caller.scope(), &batch, fetched);
     Ok(Json(batch))
 }
 
@@ -229,6 +235,7 @@ async fn list_batches(
 )]
 async fn cancel_batch(State(st): State<AppState>, caller: Principal, Path(id): Path<String>) -> Result<Json<Batch>> {
     let id = parse_batch_id(&id)?;
+    st.batch_cache.forget(&id);
     let (batch, changed) = st
         .store
         .request_cancel(&id, caller.scope())
@@ -238,6 +245,7 @@ async fn cancel_batch(State(st): State<AppState>, caller: Principal, Path(id): P
         // Cancelled while validating: it ends here, not in a worker's finalizer.
         vllm_batch_metrics::metrics().batch_ended("cancelled", (unix_now() - batch.created_at) as f64);
     }
+    st.batch_cache.forget(&id);
     tracing::info!(batch_id = %batch.id, status = %batch.status, "batch cancel requested");
     st.wake.notify_waiters();
     Ok(Json(batch))

@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod batches;
+pub mod cache;
 mod error;
 mod files;
 mod health;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub prometheus_url: Option<String>,
     /// API keys, the no-key rule, rate limits and the `/metrics` token.
     pub auth: Arc<auth::Auth>,
+    /// Recent `GET /v1/batches/{id}` answers (100 ms), so that polling clients cost little.
+    pub batch_cache: Arc<cache::BatchCache>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -237,6 +237,7 @@ fn state(
         started: Instant::now(),
         prometheus_url: observe.prometheus_url.clone(),
         auth: Arc::new(auth),
+        batch_cache: Arc::default(),
     }
 }
 

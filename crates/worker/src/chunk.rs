@@ -109,8 +109,12 @@ impl ChunkState {
     /// Called once per line when its request first goes on the wire.
     pub fn dispatched(&self, s: &Shared) {
         self.undispatched.fetch_sub(1, Ordering::AcqRel);
-        s.backlog.fetch_sub(1, Ordering::AcqRel);
-        s.wake.notify_one();
+        let before = s.backlog.fetch_sub(1, Ordering::AcqRel);
+        // Only the crossing below the capacity is news to the claimer (not every dispatch).
+        let capacity = s.router.total_capacity() as i64;
+        if before >= capacity && before - 1 < capacity {
+            s.claim_wake.notify_one();
+        }
     }
 }
 
@@ -154,7 +158,9 @@ pub(crate) async fn process(s: Arc<Shared>, lease: ChunkLease, state: Arc<ChunkS
     m.chunks_processed.with_label_values(&[outcome]).inc();
     s.held.lock().unwrap().remove(&state.key());
     s.backlog.fetch_sub(state.undispatched.swap(0, Ordering::AcqRel), Ordering::AcqRel);
-    s.wake.notify_one();
+    // Room for another chunk; and maybe the batch's last chunk: the finalizer looks now.
+    s.claim_wake.notify_one();
+    s.wake.notify_waiters();
 }
 
 /// The lines of a chunk, each as its custom id and its body (a slice of the chunk's bytes).

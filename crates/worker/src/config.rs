@@ -35,8 +35,9 @@ impl WorkerConfig {
         self.lease.as_millis() as i64
     }
 
-    /// Chunks to hold at once with `capacity` requests allowed in flight: enough to cover it
-    /// twice over, so claiming runs ahead of the chunk edges.
+    /// Most chunks to hold at once with `capacity` requests allowed in flight: enough to cover it
+    /// twice over, so claiming runs ahead of the chunk edges. (More would let a long batch's
+    /// held lines delay a newly arrived short batch further.)
     pub fn max_held_chunks(&self, capacity: usize) -> usize {
         (2 * capacity).div_ceil(self.chunk_size).max(2) + 1
     }

@@ -40,8 +40,11 @@ pub(crate) struct Shared {
     pub backlog: AtomicI64,
     /// Chunks currently held, for the heartbeat.
     pub held: Mutex<HashMap<(String, i64), Arc<ChunkState>>>,
-    /// Woken when work may be available (new batch, a dispatch freed room, a chunk finished).
+    /// Woken when work may be available (the API created or cancelled a batch).
     pub wake: Arc<Notify>,
+    /// Wakes the claim loop when there may be room for another chunk: the backlog fell below
+    /// the in-flight capacity, or a held chunk finished.
+    pub claim_wake: Notify,
 }
 
 /// A worker, ready to run.
@@ -68,6 +71,7 @@ impl Worker {
                 backlog: AtomicI64::new(0),
                 held: Mutex::new(HashMap::new()),
                 wake,
+                claim_wake: Notify::new(),
             }),
         }
     }
@@ -153,6 +157,7 @@ async fn claim_loop(s: Arc<Shared>, shutdown: CancellationToken) -> JoinSet<()> 
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = s.wake.notified() => {}
+            _ = s.claim_wake.notified() => {}
             _ = tokio::time::sleep(s.config.poll_interval) => {}
         }
     }

@@ -54,6 +54,7 @@ async fn validate_and_record(s: &Shared, job: &BatchJob) {
             ValidationOutcome::Valid { total, chunks, .. } => {
                 info!(total, chunks = chunks.len(), "batch validated");
                 s.wake.notify_waiters();
+                s.claim_wake.notify_one();
             }
             ValidationOutcome::Invalid { errors } => {
                 info!(errors = errors.len(), "batch failed validation");
