@@ -176,9 +176,9 @@ where
 }
 
 /// A claimed chunk from the claim's row (`batch_id`, the chunk's columns, `fence`) and its
-/// batch's row (`input_file_id`, `endpoint`, `model`, `expires_at`, `created_at`,
-/// `first_dispatch_at`), claimed at `now_ms`.
-pub fn lease_from_rows<R: DbRow>(chunk: &R, batch: &R, now_ms: i64) -> Result<ChunkLease>
+/// batch's row (`input_file_id`, `endpoint`, `model`, `expires_at`, `created_at`);
+/// `first_claim`: this claim was the batch's first dispatch.
+pub fn lease_from_rows<R: DbRow>(chunk: &R, batch: &R, first_claim: bool) -> Result<ChunkLease>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
 {
@@ -191,7 +191,7 @@ where
         created_at: batch.int("created_at")?,
         chunk: chunk_from_row(chunk)?,
         fence: chunk.int("fence")?,
-        first_claim: batch.opt_int("first_dispatch_at")? == Some(now_ms),
+        first_claim,
     })
 }
 

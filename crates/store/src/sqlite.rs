@@ -331,16 +331,25 @@ impl Store for SqliteStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let batch_id: String = row.try_get("batch_id")?;
+        // Writes serialise, so exactly one claim of a batch sets its first dispatch.
+        let first_claim =
+            sqlx::query("UPDATE batches SET first_dispatch_at = ?1 WHERE id = ?2 AND first_dispatch_at IS NULL")
+                .bind(now_ms)
+                .bind(&batch_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         let batch = sqlx::query(
-            "UPDATE batches SET last_claim_ms = ?1, first_dispatch_at = COALESCE(first_dispatch_at, ?1) WHERE id = ?2
-             RETURNING input_file_id, endpoint, model, expires_at, created_at, first_dispatch_at",
+            "UPDATE batches SET last_claim_ms = ?1 WHERE id = ?2
+             RETURNING input_file_id, endpoint, model, expires_at, created_at",
         )
         .bind(now_ms)
         .bind(&batch_id)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        lease_from_rows(&row, &batch, now_ms).map(Some)
+        lease_from_rows(&row, &batch, first_claim).map(Some)
     }
 
     async fn heartbeat(&self, beats: &[ChunkBeat], lease_ms: i64) -> Result<Vec<BeatAnswer>> {
