@@ -46,12 +46,6 @@ impl Fleet {
     }
 }
 
-/// Requests a worker wrote to output files, from its own /metrics.
-async fn processed(worker: &Proc) -> f64 {
-    let page = reqwest::get(format!("{}/metrics", worker.base.as_ref().unwrap())).await.unwrap().text().await.unwrap();
-    sample(&page, "vllm_batch_requests_processed_total{status=\"completed\"}").unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_four_workers_and_two_api_replicas_with_rolling_restarts() {
     let Some(base) = pg_base() else { return };
@@ -77,7 +71,7 @@ async fn pg_four_workers_and_two_api_replicas_with_rolling_restarts() {
     fleet.apis[0] = fleet.api();
     let mid = c1.batch(&id).await;
     assert_eq!(mid["status"], "in_progress", "{mid}");
-    let first = processed(&fleet.workers[0]).await;
+    let first = fleet.workers[0].completed_requests().await;
     fleet.workers[0].signal("TERM");
     assert_eq!(fleet.workers[0].wait_exit(MINUTE), Some(0), "worker drains and exits 0");
     fleet.workers[0] = fleet.worker(&[]);
@@ -91,7 +85,7 @@ async fn pg_four_workers_and_two_api_replicas_with_rolling_restarts() {
     // Each worker did part of the work: the restarted one before it stopped, the others by the end.
     let mut shares = vec![first];
     for w in &fleet.workers[1..] {
-        shares.push(processed(w).await);
+        shares.push(w.completed_requests().await);
     }
     eprintln!("requests completed per worker (w1 before its restart, w2..w4): {shares:?}");
     assert!(shares.iter().all(|&s| s > 0.0), "a worker did nothing: {shares:?}");

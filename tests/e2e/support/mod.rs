@@ -203,6 +203,13 @@ impl Proc {
     pub fn client(&self) -> Client {
         Client::new(self.base.clone().expect("process serves HTTP"))
     }
+
+    /// Requests this worker wrote to output files, from its own /metrics.
+    pub async fn completed_requests(&self) -> f64 {
+        let url = format!("{}/metrics", self.base.as_ref().expect("worker serves its metrics"));
+        let page = reqwest::get(url).await.unwrap().text().await.unwrap();
+        sample(&page, "vllm_batch_requests_processed_total{status=\"completed\"}").unwrap_or(0.0)
+    }
 }
 
 impl Drop for Proc {
