@@ -124,3 +124,55 @@ async fn tolerates_bom_crlf_and_blank_lines() {
     check_exactly_once(&done, &out, &err, 5);
     assert!(err.is_empty());
 }
+
+/// Duplicate custom_ids are found however far apart they are. Validation keeps 131,072 lines'
+/// digests in memory; past that it spills sorted runs to an anonymous scratch file in the data
+/// folder (gone afterwards), so these files exercise both the runs and their merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_far_apart_in_a_large_file_are_found() {
+    const N: usize = 140_000;
+    let sim = default_sim().await;
+    let app = serve(&sim, &[]);
+    let c = &app.client;
+    let compact = |id: &str| {
+        format!(r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"{MODEL}"}}}}"#)
+            + "\n"
+    };
+    let ids: Vec<String> = (1..=N).map(|n| format!("r{n}")).collect();
+
+    // All distinct: no false repeat across the runs; the batch is validated, then cancelled.
+    let id = c.submit(&ids.iter().map(|i| compact(i)).collect::<String>()).await;
+    let b = c.wait_until(&id, MINUTE, |b| b["status"] != "validating").await;
+    assert_eq!(b["status"], "in_progress", "{b}");
+    assert_eq!(b["request_counts"]["total"], N as u64);
+    assert_eq!(c.post(&format!("/v1/batches/{id}/cancel"), json!({})).await.status, 200);
+    assert_eq!(c.wait_terminal(&id, MINUTE).await["status"], "cancelled");
+
+    // Repeats within the first run, across the edge of the first run, and far apart.
+    let mut dup = ids.clone();
+    dup[6] = "r5".into();
+    dup[131_072] = "r131072".into();
+    dup[N - 1] = "r2".into();
+    let content: String = dup.iter().map(|i| compact(i)).collect();
+    let done = fails_with(c, &content, "duplicate_custom_id", Some(7), &["\"r5\"", "first on line 5"]).await;
+    let errors: Vec<(Value, Value, String)> = done["errors"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["code"].clone(), e["line"].clone(), e["message"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!((&errors[1].0, &errors[1].1), (&json!("duplicate_custom_id"), &json!(131_073)));
+    assert!(errors[1].2.contains("\"r131072\"") && errors[1].2.contains("first on line 131072"), "{errors:?}");
+    assert_eq!((&errors[2].0, &errors[2].1), (&json!("duplicate_custom_id"), &json!(N)));
+    assert!(errors[2].2.contains("\"r2\"") && errors[2].2.contains("first on line 2"), "{errors:?}");
+
+    // The scratch file left nothing behind in the data folder.
+    let mut entries: Vec<String> = std::fs::read_dir(app.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("vllm-batch.db"))
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["files"], "data folder");
+}

@@ -91,7 +91,8 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct StorageArgs {
-    /// Folder for the SQLite database and (without `--object-store`) file bodies.
+    /// Folder for the SQLite database, (without `--object-store`) file bodies, and validation's
+    /// scratch file for inputs over 131,072 lines (24 bytes a line, removed when it ends).
     #[arg(long, env = "VLLM_BATCH_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
     /// Database URL: `sqlite://PATH` (default `sqlite://<data-dir>/vllm-batch.db`) or

@@ -36,8 +36,13 @@ async fn main() -> Result<()> {
             let wake = Arc::new(Notify::new());
             let shutdown = shutdown_signal();
             let gpus = gpu_sampler(&observe, &shutdown);
-            let worker =
-                Worker::new(store.clone(), files.clone(), upstreams.clone(), worker_config(&worker), wake.clone());
+            let worker = Worker::new(
+                store.clone(),
+                files.clone(),
+                upstreams.clone(),
+                worker_config(&worker, &storage),
+                wake.clone(),
+            );
             let worker = tokio::spawn(worker.run(shutdown.clone()));
             let st = state(store, files, upstreams, &http, wake, gpus, &observe);
             let api_result = serve_api(&http, st, shutdown.clone()).await;
@@ -61,8 +66,13 @@ async fn main() -> Result<()> {
             let shutdown = shutdown_signal();
             let _gpus = gpu_sampler(&observe, &shutdown);
             let endpoint = serve_worker_metrics(&metrics, observe.metrics_token.clone(), shutdown.clone()).await?;
-            let worker =
-                Worker::new(store, files, upstreams(&upstream)?, worker_config(&worker), Arc::new(Notify::new()));
+            let worker = Worker::new(
+                store,
+                files,
+                upstreams(&upstream)?,
+                worker_config(&worker, &storage),
+                Arc::new(Notify::new()),
+            );
             worker.run(shutdown.clone()).await;
             shutdown.cancel();
             endpoint.await.context("metrics endpoint")?
@@ -241,7 +251,7 @@ fn state(
     }
 }
 
-fn worker_config(w: &WorkerArgs) -> WorkerConfig {
+fn worker_config(w: &WorkerArgs, storage: &StorageArgs) -> WorkerConfig {
     let chunk_size = w.chunk_size as usize;
     let max_in_flight = w.max_in_flight as usize;
     WorkerConfig {
@@ -265,6 +275,7 @@ fn worker_config(w: &WorkerArgs) -> WorkerConfig {
         lease: w.lease,
         poll_interval: w.poll_interval,
         drain_timeout: w.drain_timeout,
+        scratch_dir: storage.data_dir.clone(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Worker settings (filled from the CLI's flags).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::adaptive::Concurrency;
@@ -28,6 +29,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     pub poll_interval: Duration,
     pub drain_timeout: Duration,
+    /// Where validation spills sorted custom_id digests of files over 131,072 lines (24 bytes a
+    /// line, in an anonymous file removed when validation ends).
+    pub scratch_dir: PathBuf,
 }
 
 impl WorkerConfig {
@@ -64,6 +68,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(30),
+            scratch_dir: std::env::temp_dir(),
         }
     }
 }

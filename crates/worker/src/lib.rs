@@ -5,6 +5,7 @@
 mod adaptive;
 mod chunk;
 mod config;
+mod dedup;
 mod dispatch;
 mod finalize;
 mod routing;

@@ -2,8 +2,7 @@
 //! and moves the batch to `in_progress` — or fails it with `errors.data[]` carrying each error's
 //! code, message and line number. Nothing already stored is touched either way.
 
-use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,9 +10,10 @@ use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 use vllm_batch_core::line::{is_blank, parse_line, trim_line};
-use vllm_batch_core::{BatchError, Endpoint, LineErrorCode};
+use vllm_batch_core::{BatchError, Endpoint, FileId, LineErrorCode};
 use vllm_batch_store::{file_key, BatchJob, ChunkSpec, LineReader, ValidationOutcome};
 
+use crate::dedup::{DigestLog, Repeat, IN_MEMORY};
 use crate::Shared;
 
 /// Most errors recorded for one file; reading stops there.
@@ -72,17 +72,6 @@ fn err(code: LineErrorCode, message: impl Into<String>, param: Option<&str>, lin
     BatchError { code: code.as_str().into(), message: message.into(), param: param.map(str::to_string), line }
 }
 
-/// A 128-bit digest of a custom id: duplicate detection for a million lines in a few MiB.
-fn digest(id: &str) -> u128 {
-    let mut a = std::hash::DefaultHasher::new();
-    let mut b = std::hash::DefaultHasher::new();
-    0u8.hash(&mut a);
-    1u8.hash(&mut b);
-    id.hash(&mut a);
-    id.hash(&mut b);
-    ((a.finish() as u128) << 64) | b.finish() as u128
-}
-
 async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, String> {
     let batch = s.store.get_batch(&job.batch_id, None).await.map_err(|e| e.to_string())?.ok_or("batch vanished")?;
     let endpoint: Endpoint = batch.endpoint.parse()?;
@@ -99,8 +88,9 @@ async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, Strin
     let reader = s.files.reader(&file_key(&file_id)).await.map_err(|e| e.to_string())?;
     let mut lines = LineReader::new(BufReader::with_capacity(256 * 1024, reader), s.config.max_line_bytes);
 
+    // Errors other than duplicate custom_ids, which are known only once every line is read.
     let mut errors = Vec::new();
-    let mut seen = HashSet::new();
+    let mut ids = DigestLog::new(s.config.scratch_dir.clone(), IN_MEMORY);
     let mut model: Option<(String, u64)> = None;
     let mut chunks = Vec::new();
     let mut total: u64 = 0;
@@ -146,17 +136,7 @@ async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, Strin
         match parse_line(content, endpoint) {
             Err(e) => errors.push(err(e.code, e.message, e.param, Some(number))),
             Ok(p) => {
-                if !seen.insert(digest(&p.custom_id)) {
-                    errors.push(err(
-                        LineErrorCode::DuplicateCustomId,
-                        format!(
-                            "custom_id {:?} appears more than once; custom_id must be unique within the file",
-                            p.custom_id
-                        ),
-                        Some("custom_id"),
-                        Some(number),
-                    ));
-                }
+                ids.push(&p.custom_id, number).await.map_err(|e| e.to_string())?;
                 match &model {
                     None => model = Some((p.model.into_owned(), number)),
                     Some((m, first)) if *m != p.model => errors.push(err(
@@ -189,6 +169,14 @@ async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, Strin
         }
     }
     chunks.extend(open.take());
+    let repeats = ids.finish(MAX_ERRORS).await.map_err(|e| e.to_string())?;
+    if !repeats.is_empty() {
+        // The first errors of the file by line, duplicates among them: reading stopped at the
+        // hundredth other error, so no duplicate found can lie past the last error kept.
+        errors.extend(duplicate_errors(s, &file_id, endpoint, &repeats).await?);
+        errors.sort_by_key(|e| e.line);
+        errors.truncate(MAX_ERRORS);
+    }
     if !errors.is_empty() {
         return Ok(ValidationOutcome::Invalid { errors });
     }
@@ -206,4 +194,46 @@ async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, Strin
         ));
     }
     Ok(ValidationOutcome::Valid { model, total: total as i64, chunks })
+}
+
+/// Errors for repeated custom_ids, found by digest: the lines involved are read again for their
+/// ids, which the messages name, and a repeat whose ids differ (a digest collision) is dropped.
+async fn duplicate_errors(
+    s: &Shared,
+    file_id: &FileId,
+    endpoint: Endpoint,
+    repeats: &[Repeat],
+) -> Result<Vec<BatchError>, String> {
+    let wanted: BTreeSet<u64> = repeats.iter().flat_map(|r| [r.line, r.first]).collect();
+    let last = *wanted.last().expect("repeats are not empty");
+    let reader = s.files.reader(&file_key(file_id)).await.map_err(|e| e.to_string())?;
+    let mut lines = LineReader::new(BufReader::with_capacity(256 * 1024, reader), s.config.max_line_bytes);
+    let mut found = HashMap::with_capacity(wanted.len());
+    while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+        if wanted.contains(&line.number) {
+            if let Some(p) = line.content.and_then(|c| parse_line(trim_line(c, line.number == 1), endpoint).ok()) {
+                found.insert(line.number, p.custom_id.into_owned());
+            }
+        }
+        if line.number >= last {
+            break;
+        }
+    }
+    Ok(repeats
+        .iter()
+        .filter_map(|r| {
+            let id = found.get(&r.line)?;
+            (found.get(&r.first) == Some(id)).then(|| {
+                err(
+                    LineErrorCode::DuplicateCustomId,
+                    format!(
+                        "custom_id {id:?} appears more than once (first on line {}); custom_id must be unique within the file",
+                        r.first
+                    ),
+                    Some("custom_id"),
+                    Some(r.line),
+                )
+            })
+        })
+        .collect())
 }
