@@ -4,6 +4,7 @@
 
 mod args;
 mod client;
+mod malloc;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +28,8 @@ use args::{
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Before the first large buffer: a flat resident size (see malloc.rs).
+    malloc::tune();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { storage, http, upstream, worker, log, observe } => {
