@@ -36,6 +36,20 @@ impl Api {
         Ok(body["id"].as_str().context("upload answer has no id")?.to_string())
     }
 
+    /// The server's in-flight limits (`vllm_upstream_concurrency_limit`, summed over upstreams)
+    /// and requests in flight (`vllm_upstream_in_flight`), from its `/metrics`.
+    pub async fn in_flight(&self) -> Result<(u64, u64)> {
+        let root = self.base.trim_end_matches("/v1");
+        let text = self.http.get(format!("{root}/metrics")).send().await?.error_for_status()?.text().await?;
+        let sum = |name: &str| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        Ok((sum("vllm_upstream_concurrency_limit"), sum("vllm_upstream_in_flight")))
+    }
+
     /// Creates a chat-completions batch over `file_id`; returns its id.
     pub async fn create_batch(&self, file_id: &str) -> Result<String> {
         let resp = self

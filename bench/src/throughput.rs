@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::Api;
 use crate::input::{self, Input, Shape};
 use crate::procs::Proc;
 use crate::stack::{self, Ctx, SimMode};
@@ -33,6 +34,8 @@ struct EndToEnd {
     sim_cpu_s: f64,
     peak_rss_kib: u64,
     rss_series_mib: Vec<(f64, f64)>,
+    /// (seconds, in-flight limit, requests in flight) every 250 ms.
+    in_flight_series: Vec<(f64, u64, u64)>,
     counts: Value,
     output_lines: u64,
     output_bytes: u64,
@@ -54,6 +57,8 @@ impl EndToEnd {
             "output_lines": self.output_lines,
             "output_bytes": self.output_bytes,
             "rss_series_mib": self.rss_series_mib.iter().map(|(t, m)| json!([t, m])).collect::<Vec<_>>(),
+            "in_flight_limit_max": self.in_flight_series.iter().map(|s| s.1).max(),
+            "in_flight_series": self.in_flight_series.iter().map(|(t, l, n)| json!([t, l, n])).collect::<Vec<_>>(),
         })
     }
 }
@@ -64,6 +69,7 @@ async fn end_to_end(ctx: &Ctx, dir: &Path, input: &Input, opts: &Options) -> Res
     let (serve, api) = stack::start_serve(ctx, dir, &sim.base_url(), &opts.server_args).await?;
     let stop = CancellationToken::new();
     let rss = tokio::spawn(sample_rss(serve.pid, stop.clone()));
+    let in_flight = tokio::spawn(sample_in_flight(api.clone(), stop.clone()));
     let (cpu0, sim_cpu0) = (serve.cpu_seconds()?, sim_proc.cpu_seconds()?);
     let perf = match &opts.perf {
         Some(out) => Some(start_perf(serve.pid, out, &dir.join("perf.log"))?),
@@ -82,6 +88,7 @@ async fn end_to_end(ctx: &Ctx, dir: &Path, input: &Input, opts: &Options) -> Res
     }
     stop.cancel();
     let rss_series_mib = rss.await?;
+    let in_flight_series = in_flight.await?;
     let peak_rss_kib = serve.peak_rss_kib()?;
     if batch["status"] != "completed" {
         bail!("batch {batch_id} ended {}: {batch}", batch["status"]);
@@ -101,6 +108,7 @@ async fn end_to_end(ctx: &Ctx, dir: &Path, input: &Input, opts: &Options) -> Res
         sim_cpu_s,
         peak_rss_kib,
         rss_series_mib,
+        in_flight_series,
         counts: batch["request_counts"].clone(),
         output_lines,
         output_bytes,
@@ -134,6 +142,23 @@ async fn sample_rss(pid: u32, stop: CancellationToken) -> Vec<(f64, f64)> {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         {
             out.push(((start.elapsed().as_secs_f64() * 100.0).round() / 100.0, (kib / 1024.0 * 10.0).round() / 10.0));
+        }
+    }
+}
+
+/// The server's in-flight limit and requests in flight every 250 ms, as (seconds, limit, in flight):
+/// what its memory follows.
+async fn sample_in_flight(api: Api, stop: CancellationToken) -> Vec<(f64, u64, u64)> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return out,
+            _ = tick.tick() => {}
+        }
+        if let Ok((limit, n)) = api.in_flight().await {
+            out.push(((start.elapsed().as_secs_f64() * 100.0).round() / 100.0, limit, n));
         }
     }
 }
