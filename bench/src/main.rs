@@ -118,6 +118,10 @@ enum Benchmark {
     Memory {
         #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
         requests: Vec<u64>,
+        /// Batches of each size run one after another through the same server (its peak RSS
+        /// is reported after each).
+        #[arg(long, default_value_t = 1)]
+        batches: usize,
     },
     /// 5. `wrk` on `GET /v1/batches/{id}` while a saturation run goes on.
     ApiLoad {
@@ -242,7 +246,9 @@ async fn main() -> Result<()> {
         Benchmark::Ingest { bytes } => {
             ("ingest", throughput::ingest(&ctx, "ingest", parse_bytes(&bytes)?, &zero(None)).await?)
         }
-        Benchmark::Memory { requests } => ("memory", throughput::memory(&ctx, "memory", &requests, &zero(None)).await?),
+        Benchmark::Memory { requests, batches } => {
+            ("memory", throughput::memory(&ctx, "memory", &requests, batches, &zero(None)).await?)
+        }
         Benchmark::Scaleout { workers, requests, database_url } => {
             let opts = scaleout::Options { requests, workers, seed: cli.seed, database_url };
             ("scaleout", scaleout::run(&ctx, "scaleout", &opts).await?)

@@ -65,54 +65,72 @@ impl EndToEnd {
 
 /// Runs `input` through a fresh server and zero-latency simulator in `dir`.
 async fn end_to_end(ctx: &Ctx, dir: &Path, input: &Input, opts: &Options) -> Result<EndToEnd> {
+    let mut runs = end_to_end_repeated(ctx, dir, input, opts, 1).await?;
+    Ok(runs.remove(0))
+}
+
+/// `batches` batches of `input`, one after another, through one server: the server's memory
+/// after each (its peak so far) shows whether it keeps growing with the requests it has run.
+async fn end_to_end_repeated(
+    ctx: &Ctx,
+    dir: &Path,
+    input: &Input,
+    opts: &Options,
+    batches: usize,
+) -> Result<Vec<EndToEnd>> {
     let (sim_proc, sim) = stack::start_sim(ctx, dir, "sim", SimMode::ZeroLatency).await?;
     let (serve, api) = stack::start_serve(ctx, dir, &sim.base_url(), &opts.server_args).await?;
-    let stop = CancellationToken::new();
-    let rss = tokio::spawn(sample_rss(serve.pid, stop.clone()));
-    let in_flight = tokio::spawn(sample_in_flight(api.clone(), stop.clone()));
-    let (cpu0, sim_cpu0) = (serve.cpu_seconds()?, sim_proc.cpu_seconds()?);
-    let perf = match &opts.perf {
-        Some(out) => Some(start_perf(serve.pid, out, &dir.join("perf.log"))?),
-        None => None,
-    };
+    let mut runs = Vec::with_capacity(batches);
+    for n in 0..batches {
+        let stop = CancellationToken::new();
+        let rss = tokio::spawn(sample_rss(serve.pid, stop.clone()));
+        let in_flight = tokio::spawn(sample_in_flight(api.clone(), stop.clone()));
+        let (cpu0, sim_cpu0) = (serve.cpu_seconds()?, sim_proc.cpu_seconds()?);
+        let perf = match (&opts.perf, n) {
+            (Some(out), 0) => Some(start_perf(serve.pid, out, &dir.join("perf.log"))?),
+            _ => None,
+        };
 
-    let start = Instant::now();
-    let file_id = api.upload(&input.path).await?;
-    let uploaded = Instant::now();
-    let batch_id = api.create_batch(&file_id).await?;
-    let (_, validated) = api.wait_status(&batch_id, &["in_progress", "finalizing"], Duration::from_millis(20)).await?;
-    let (batch, done) = api.wait_status(&batch_id, &["completed"], Duration::from_millis(50)).await?;
-    let (server_cpu_s, sim_cpu_s) = (serve.cpu_seconds()? - cpu0, sim_proc.cpu_seconds()? - sim_cpu0);
-    if let Some(perf) = perf {
-        perf.stop(Duration::from_secs(120)).await;
+        let start = Instant::now();
+        let file_id = api.upload(&input.path).await?;
+        let uploaded = Instant::now();
+        let batch_id = api.create_batch(&file_id).await?;
+        let (_, validated) =
+            api.wait_status(&batch_id, &["in_progress", "finalizing"], Duration::from_millis(20)).await?;
+        let (batch, done) = api.wait_status(&batch_id, &["completed"], Duration::from_millis(50)).await?;
+        let (server_cpu_s, sim_cpu_s) = (serve.cpu_seconds()? - cpu0, sim_proc.cpu_seconds()? - sim_cpu0);
+        if let Some(perf) = perf {
+            perf.stop(Duration::from_secs(120)).await;
+        }
+        stop.cancel();
+        let rss_series_mib = rss.await?;
+        let in_flight_series = in_flight.await?;
+        let peak_rss_kib = serve.peak_rss_kib()?;
+        if batch["status"] != "completed" {
+            bail!("batch {batch_id} ended {}: {batch}", batch["status"]);
+        }
+        let output = batch["output_file_id"].as_str().context("no output file")?;
+        let out_path = dir.join("output.jsonl");
+        let (output_bytes, output_lines) = api.download(output, &out_path).await?;
+        std::fs::remove_file(&out_path)?;
+        runs.push(EndToEnd {
+            upload_s: uploaded.duration_since(start).as_secs_f64(),
+            validate_s: validated.duration_since(uploaded).as_secs_f64(),
+            run_s: done.duration_since(validated).as_secs_f64(),
+            total_s: done.duration_since(start).as_secs_f64(),
+            server_cpu_s,
+            sim_cpu_s,
+            peak_rss_kib,
+            rss_series_mib,
+            in_flight_series,
+            counts: batch["request_counts"].clone(),
+            output_lines,
+            output_bytes,
+        });
     }
-    stop.cancel();
-    let rss_series_mib = rss.await?;
-    let in_flight_series = in_flight.await?;
-    let peak_rss_kib = serve.peak_rss_kib()?;
-    if batch["status"] != "completed" {
-        bail!("batch {batch_id} ended {}: {batch}", batch["status"]);
-    }
-    let output = batch["output_file_id"].as_str().context("no output file")?;
-    let out_path = dir.join("output.jsonl");
-    let (output_bytes, output_lines) = api.download(output, &out_path).await?;
-    std::fs::remove_file(&out_path)?;
     serve.stop(Duration::from_secs(30)).await;
     sim_proc.stop(Duration::from_secs(5)).await;
-    Ok(EndToEnd {
-        upload_s: uploaded.duration_since(start).as_secs_f64(),
-        validate_s: validated.duration_since(uploaded).as_secs_f64(),
-        run_s: done.duration_since(validated).as_secs_f64(),
-        total_s: done.duration_since(start).as_secs_f64(),
-        server_cpu_s,
-        sim_cpu_s,
-        peak_rss_kib,
-        rss_series_mib,
-        in_flight_series,
-        counts: batch["request_counts"].clone(),
-        output_lines,
-        output_bytes,
-    })
+    Ok(runs)
 }
 
 /// `perf record` with DWARF call graphs (release builds keep no frame pointers) on `pid`,
@@ -245,15 +263,27 @@ pub async fn ingest(ctx: &Ctx, name: &str, bytes: u64, opts: &Options) -> Result
 }
 
 /// Benchmark 4: peak RSS of a fresh server per batch size.
-pub async fn memory(ctx: &Ctx, name: &str, sizes: &[u64], opts: &Options) -> Result<Value> {
+pub async fn memory(ctx: &Ctx, name: &str, sizes: &[u64], batches: usize, opts: &Options) -> Result<Value> {
     let mut runs = Vec::new();
     for &n in sizes {
         let dir = ctx.scratch(&format!("{name}-{n}"))?;
         let input = input::generate(&dir.join("input.jsonl"), Shape::COMPACT, opts.seed, Some(n), None)?;
         eprintln!("{name}: {n} requests, {:.1} MiB", input.bytes as f64 / MIB);
-        let run = end_to_end(ctx, &dir, &input, opts).await?;
-        eprintln!("  peak RSS {:.1} MiB, {:.2} s end to end", run.peak_rss_kib as f64 / 1024.0, run.total_s);
-        runs.push(json!({"requests": n, "input": input.summary(), "result": run.json(n)}));
+        let all = end_to_end_repeated(ctx, &dir, &input, opts, batches.max(1)).await?;
+        for (k, run) in all.iter().enumerate() {
+            eprintln!(
+                "  batch {}: peak RSS so far {:.1} MiB, {:.2} s end to end",
+                k + 1,
+                run.peak_rss_kib as f64 / 1024.0,
+                run.total_s
+            );
+        }
+        let mut entry = json!({"requests": n, "input": input.summary(), "result": all[0].json(n)});
+        if all.len() > 1 {
+            // `server_peak_rss_mib` of batch k is the server's peak over batches 1..=k.
+            entry["batches"] = all.iter().map(|r| r.json(n)).collect();
+        }
+        runs.push(entry);
         std::fs::remove_dir_all(&dir)?;
     }
     Ok(json!({
@@ -262,6 +292,7 @@ pub async fn memory(ctx: &Ctx, name: &str, sizes: &[u64], opts: &Options) -> Res
         "input_shape": Shape::COMPACT,
         "seed": opts.seed,
         "server_args": opts.server_args,
+        "batches_per_server": batches.max(1),
         "runs": runs,
     }))
 }
