@@ -108,11 +108,15 @@ impl ChunkState {
 
     /// Called once per line when its request first goes on the wire.
     pub fn dispatched(&self, s: &Shared) {
-        self.undispatched.fetch_sub(1, Ordering::AcqRel);
+        let last = self.undispatched.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last {
+            // Every line is on the wire: the chunk no longer counts against claiming ahead.
+            s.dispatching.fetch_sub(1, Ordering::AcqRel);
+        }
         let before = s.backlog.fetch_sub(1, Ordering::AcqRel);
         // Only the crossing below the capacity is news to the claimer (not every dispatch).
         let capacity = s.router.total_capacity() as i64;
-        if before >= capacity && before - 1 < capacity {
+        if last || (before >= capacity && before - 1 < capacity) {
             s.claim_wake.notify_one();
         }
     }
@@ -157,7 +161,12 @@ pub(crate) async fn process(s: Arc<Shared>, lease: ChunkLease, state: Arc<ChunkS
     };
     m.chunks_processed.with_label_values(&[outcome]).inc();
     s.held.lock().unwrap().remove(&state.key());
-    s.backlog.fetch_sub(state.undispatched.swap(0, Ordering::AcqRel), Ordering::AcqRel);
+    let left = state.undispatched.swap(0, Ordering::AcqRel);
+    if left > 0 {
+        // Stopped before its last line went out (else `dispatched` counted it already).
+        s.backlog.fetch_sub(left, Ordering::AcqRel);
+        s.dispatching.fetch_sub(1, Ordering::AcqRel);
+    }
     // Room for another chunk; and maybe the batch's last chunk: the finalizer looks now.
     s.claim_wake.notify_one();
     s.wake.notify_waiters();

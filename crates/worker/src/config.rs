@@ -39,11 +39,19 @@ impl WorkerConfig {
         self.lease.as_millis() as i64
     }
 
-    /// Most chunks to hold at once with `capacity` requests allowed in flight: enough to cover it
-    /// twice over, so claiming runs ahead of the chunk edges. (More would let a long batch's
-    /// held lines delay a newly arrived short batch further.)
+    /// Most held chunks with lines still to dispatch, with `capacity` requests allowed in flight:
+    /// enough to cover it twice over, so claiming runs ahead of the chunk edges. (More would let
+    /// a long batch's queued lines delay a newly arrived short batch further.)
     pub fn max_held_chunks(&self, capacity: usize) -> usize {
         (2 * capacity).div_ceil(self.chunk_size).max(2) + 1
+    }
+
+    /// Most chunks held at all: twice the above, for chunks whose lines are all on the wire but
+    /// whose slowest requests have not answered yet. Without this room, a few long requests in
+    /// each of the older chunks stopped claiming until one of them answered, and the upstream
+    /// ran dry meanwhile (dips to 53–85 % occupancy at `max_num_seqs` 1024, bench/README.md).
+    pub fn max_held_chunks_with_stragglers(&self, capacity: usize) -> usize {
+        2 * self.max_held_chunks(capacity)
     }
 
     /// Three beats per lease, and at least one a second so progress stays live.
