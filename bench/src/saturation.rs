@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use upstream_sim::cost::{ideal, Ideal};
 use upstream_sim::CostModel;
 
-use crate::api::Sim;
+use crate::api::{Api, Sim};
 use crate::input::{self, Input, Shape};
 use crate::stack::{self, Ctx, SimMode};
 use crate::wrk;
@@ -89,7 +89,7 @@ async fn through_server(
     let file_id = api.upload(&input.path).await?;
     let cpu_before = serve.cpu_seconds()?;
     let stop = CancellationToken::new();
-    let sampler = tokio::spawn(sample_timeline(sim.clone(), stop.clone()));
+    let sampler = tokio::spawn(sample_timeline(sim.clone(), api.clone(), stop.clone()));
     let created = Instant::now();
     let created_unix_ms = unix_ms();
     let batch_id = api.create_batch(&file_id).await?;
@@ -166,6 +166,8 @@ struct Sample {
     running: u64,
     waiting: u64,
     succeeded: u64,
+    /// The server's requests in flight and in-flight limit (its `/metrics`), when it answered.
+    server: Option<(u64, u64)>,
 }
 
 /// The benchmark's name: its scratch folder's.
@@ -173,16 +175,18 @@ fn dir_name(dir: &Path) -> String {
     dir.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()
 }
 
-/// `t_s,running,waiting,succeeded` per sample (t from batch creation).
+/// `t_s,running,waiting,succeeded,server_in_flight,server_limit` per sample (t from batch
+/// creation; the server's columns are empty where its `/metrics` did not answer).
 fn write_series(path: &Path, samples: &[Sample]) -> Result<()> {
-    let mut text = String::from("t_s,running,waiting,succeeded\n");
+    let mut text = String::from("t_s,running,waiting,succeeded,server_in_flight,server_limit\n");
     for s in samples {
-        text.push_str(&format!("{:.3},{},{},{}\n", s.t, s.running, s.waiting, s.succeeded));
+        let (n, l) = s.server.map(|(n, l)| (n.to_string(), l.to_string())).unwrap_or_default();
+        text.push_str(&format!("{:.3},{},{},{},{n},{l}\n", s.t, s.running, s.waiting, s.succeeded));
     }
     Ok(std::fs::write(path, text)?)
 }
 
-async fn sample_timeline(sim: Sim, stop: CancellationToken) -> Result<Vec<Sample>> {
+async fn sample_timeline(sim: Sim, api: Api, stop: CancellationToken) -> Result<Vec<Sample>> {
     let start = Instant::now();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -192,12 +196,14 @@ async fn sample_timeline(sim: Sim, stop: CancellationToken) -> Result<Vec<Sample
             _ = stop.cancelled() => return Ok(samples),
             _ = tick.tick() => {}
         }
-        let g = sim.gauges().await?;
+        let (g, server) = tokio::join!(sim.gauges(), api.in_flight());
+        let g = g?;
         samples.push(Sample {
             t: start.elapsed().as_secs_f64(),
             running: g.running,
             waiting: g.waiting,
             succeeded: g.succeeded,
+            server: server.ok().map(|(limit, n)| (n, limit)),
         });
     }
 }
