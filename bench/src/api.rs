@@ -113,6 +113,47 @@ async fn ok_json(resp: reqwest::Response) -> Result<Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// One batch as a user runs it — upload, create, wait for validation, wait for `completed` — and
+/// when each step ended. `batch` is its last state (check its status).
+pub struct BatchRun {
+    pub batch_id: String,
+    pub batch: Value,
+    pub start: Instant,
+    pub uploaded: Instant,
+    pub validated: Instant,
+    pub done: Instant,
+}
+
+impl BatchRun {
+    pub fn upload_s(&self) -> f64 {
+        self.uploaded.duration_since(self.start).as_secs_f64()
+    }
+    pub fn validate_s(&self) -> f64 {
+        self.validated.duration_since(self.uploaded).as_secs_f64()
+    }
+    pub fn run_s(&self) -> f64 {
+        self.done.duration_since(self.validated).as_secs_f64()
+    }
+    pub fn total_s(&self) -> f64 {
+        self.done.duration_since(self.start).as_secs_f64()
+    }
+}
+
+impl Api {
+    /// Runs `path` as one chat batch end to end (validation polled every 20 ms, completion every
+    /// 50 ms).
+    pub async fn run_batch(&self, path: &Path) -> Result<BatchRun> {
+        let start = Instant::now();
+        let file_id = self.upload(path).await?;
+        let uploaded = Instant::now();
+        let batch_id = self.create_batch(&file_id).await?;
+        let (_, validated) =
+            self.wait_status(&batch_id, &["in_progress", "finalizing"], Duration::from_millis(20)).await?;
+        let (batch, done) = self.wait_status(&batch_id, &["completed"], Duration::from_millis(50)).await?;
+        Ok(BatchRun { batch_id, batch, start, uploaded, validated, done })
+    }
+}
+
 /// The simulator at `root` (`http://127.0.0.1:PORT`, no `/v1`).
 #[derive(Clone)]
 pub struct Sim {

@@ -2,7 +2,7 @@
 //! sharing a data folder, against a zero-latency simulator; throughput per worker count.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -63,24 +63,18 @@ pub async fn run(ctx: &Ctx, name: &str, opts: &Options) -> Result<Value> {
 
         let cpu0: Vec<f64> = workers.iter().map(Proc::cpu_seconds).collect::<Result<_>>()?;
         let api_cpu0 = api_proc.cpu_seconds()?;
-        let start = Instant::now();
-        let file_id = api.upload(&input.path).await?;
-        let uploaded = Instant::now();
-        let batch_id = api.create_batch(&file_id).await?;
-        let (_, validated) =
-            api.wait_status(&batch_id, &["in_progress", "finalizing"], Duration::from_millis(20)).await?;
-        let (batch, done) = api.wait_status(&batch_id, &["completed"], Duration::from_millis(50)).await?;
+        let run = api.run_batch(&input.path).await?;
         for w in &mut workers {
             w.check_alive()?;
         }
         let worker_cpu: Vec<f64> =
             workers.iter().zip(&cpu0).map(|(w, c0)| w.cpu_seconds().map(|c| c - c0)).collect::<Result<_>>()?;
         let api_cpu = api_proc.cpu_seconds()? - api_cpu0;
+        let batch = &run.batch;
         if batch["status"] != "completed" {
-            bail!("batch {batch_id} ended {}: {batch}", batch["status"]);
+            bail!("batch {} ended {}: {batch}", run.batch_id, batch["status"]);
         }
-        let total_s = done.duration_since(start).as_secs_f64();
-        let run_s = done.duration_since(validated).as_secs_f64();
+        let (total_s, run_s) = (run.total_s(), run.run_s());
         let requests = input.requests as f64;
         eprintln!(
             "  {n} worker(s): {:.0} requests/s end to end, {:.0} requests/s while in progress",
@@ -89,8 +83,8 @@ pub async fn run(ctx: &Ctx, name: &str, opts: &Options) -> Result<Value> {
         );
         runs.push(json!({
             "workers": n,
-            "upload_seconds": uploaded.duration_since(start).as_secs_f64(),
-            "validation_seconds": validated.duration_since(uploaded).as_secs_f64(),
+            "upload_seconds": run.upload_s(),
+            "validation_seconds": run.validate_s(),
             "processing_seconds": run_s,
             "end_to_end_seconds": total_s,
             "requests_per_second_end_to_end": requests / total_s,

@@ -91,13 +91,7 @@ async fn end_to_end_repeated(
             _ => None,
         };
 
-        let start = Instant::now();
-        let file_id = api.upload(&input.path).await?;
-        let uploaded = Instant::now();
-        let batch_id = api.create_batch(&file_id).await?;
-        let (_, validated) =
-            api.wait_status(&batch_id, &["in_progress", "finalizing"], Duration::from_millis(20)).await?;
-        let (batch, done) = api.wait_status(&batch_id, &["completed"], Duration::from_millis(50)).await?;
+        let run = api.run_batch(&input.path).await?;
         let (server_cpu_s, sim_cpu_s) = (serve.cpu_seconds()? - cpu0, sim_proc.cpu_seconds()? - sim_cpu0);
         if let Some(perf) = perf {
             perf.stop(Duration::from_secs(120)).await;
@@ -106,18 +100,19 @@ async fn end_to_end_repeated(
         let rss_series_mib = rss.await?;
         let in_flight_series = in_flight.await?;
         let peak_rss_kib = serve.peak_rss_kib()?;
+        let batch = &run.batch;
         if batch["status"] != "completed" {
-            bail!("batch {batch_id} ended {}: {batch}", batch["status"]);
+            bail!("batch {} ended {}: {batch}", run.batch_id, batch["status"]);
         }
         let output = batch["output_file_id"].as_str().context("no output file")?;
         let out_path = dir.join("output.jsonl");
         let (output_bytes, output_lines) = api.download(output, &out_path).await?;
         std::fs::remove_file(&out_path)?;
         runs.push(EndToEnd {
-            upload_s: uploaded.duration_since(start).as_secs_f64(),
-            validate_s: validated.duration_since(uploaded).as_secs_f64(),
-            run_s: done.duration_since(validated).as_secs_f64(),
-            total_s: done.duration_since(start).as_secs_f64(),
+            upload_s: run.upload_s(),
+            validate_s: run.validate_s(),
+            run_s: run.run_s(),
+            total_s: run.total_s(),
             server_cpu_s,
             sim_cpu_s,
             peak_rss_kib,
@@ -143,8 +138,13 @@ fn start_perf(pid: u32, out: &Path, log: &Path) -> Result<Proc> {
     Proc::spawn("perf", Path::new("perf"), &args, &[], log)
 }
 
-/// `VmRSS` of `pid` every 250 ms, as (seconds, MiB).
-async fn sample_rss(pid: u32, stop: CancellationToken) -> Vec<(f64, f64)> {
+/// `probe`'s answer every 250 ms until `stop`, each with the seconds since the start (to 10 ms);
+/// samples it has no answer for are skipped.
+async fn sample_every_250ms<T, F, Fut>(stop: CancellationToken, mut probe: F) -> Vec<(f64, T)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let start = Instant::now();
     let mut out = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -153,32 +153,34 @@ async fn sample_rss(pid: u32, stop: CancellationToken) -> Vec<(f64, f64)> {
             _ = stop.cancelled() => return out,
             _ = tick.tick() => {}
         }
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        if let Some(kib) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        {
-            out.push(((start.elapsed().as_secs_f64() * 100.0).round() / 100.0, (kib / 1024.0 * 10.0).round() / 10.0));
+        if let Some(v) = probe().await {
+            out.push(((start.elapsed().as_secs_f64() * 100.0).round() / 100.0, v));
         }
     }
+}
+
+/// `VmRSS` of `pid` every 250 ms, as (seconds, MiB).
+async fn sample_rss(pid: u32, stop: CancellationToken) -> Vec<(f64, f64)> {
+    sample_every_250ms(stop, || async move {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())?;
+        Some((kib / 1024.0 * 10.0).round() / 10.0)
+    })
+    .await
 }
 
 /// The server's in-flight limit and requests in flight every 250 ms, as (seconds, limit, in flight):
 /// what its memory follows.
 async fn sample_in_flight(api: Api, stop: CancellationToken) -> Vec<(f64, u64, u64)> {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return out,
-            _ = tick.tick() => {}
-        }
-        if let Ok((limit, n)) = api.in_flight().await {
-            out.push(((start.elapsed().as_secs_f64() * 100.0).round() / 100.0, limit, n));
-        }
-    }
+    let samples = sample_every_250ms(stop, || {
+        let api = api.clone();
+        async move { api.in_flight().await.ok() }
+    })
+    .await;
+    samples.into_iter().map(|(t, (limit, n))| (t, limit, n)).collect()
 }
 
 /// Benchmark 2: the overhead ceiling.
