@@ -84,6 +84,13 @@ impl Api {
         }
     }
 
+    /// Deletes a file (`DELETE /v1/files/{id}`).
+    pub async fn delete_file(&self, file_id: &str) -> Result<()> {
+        let resp = self.http.delete(format!("{}/files/{file_id}", self.base)).send().await?;
+        ok_json(resp).await.with_context(|| format!("deleting {file_id}"))?;
+        Ok(())
+    }
+
     /// Downloads a file's content to `dest`; returns (bytes, lines).
     pub async fn download(&self, file_id: &str, dest: &Path) -> Result<(u64, u64)> {
         use tokio::io::AsyncWriteExt;

@@ -119,7 +119,8 @@ enum Benchmark {
         #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
         requests: Vec<u64>,
         /// Batches of each size run one after another through the same server (its peak RSS
-        /// is reported after each).
+        /// is reported after each; with more than one, each batch's input and output files are
+        /// deleted through the API once it is done).
         #[arg(long, default_value_t = 1)]
         batches: usize,
     },

@@ -108,6 +108,13 @@ async fn end_to_end_repeated(
         let out_path = dir.join("output.jsonl");
         let (output_bytes, output_lines) = api.download(output, &out_path).await?;
         std::fs::remove_file(&out_path)?;
+        if batches > 1 {
+            // As a long-lived server's users do: the next batch's files replace this one's (a
+            // soak of many large batches would otherwise fill the disk).
+            let input = batch["input_file_id"].as_str().context("no input file id")?;
+            api.delete_file(input).await?;
+            api.delete_file(output).await?;
+        }
         runs.push(EndToEnd {
             upload_s: run.upload_s(),
             validate_s: run.validate_s(),
