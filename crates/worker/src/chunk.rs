@@ -106,13 +106,15 @@ impl ChunkState {
         }
     }
 
+    /// Whether some of its lines have not gone on the wire yet.
+    pub fn has_lines_to_send(&self) -> bool {
+        self.undispatched.load(Ordering::Acquire) > 0
+    }
+
     /// Called once per line when its request first goes on the wire.
     pub fn dispatched(&self, s: &Shared) {
+        // After its last line the chunk no longer counts against claiming ahead.
         let last = self.undispatched.fetch_sub(1, Ordering::AcqRel) == 1;
-        if last {
-            // Every line is on the wire: the chunk no longer counts against claiming ahead.
-            s.dispatching.fetch_sub(1, Ordering::AcqRel);
-        }
         let before = s.backlog.fetch_sub(1, Ordering::AcqRel);
         // Only the crossing below the capacity is news to the claimer (not every dispatch).
         let capacity = s.router.total_capacity() as i64;
@@ -161,12 +163,7 @@ pub(crate) async fn process(s: Arc<Shared>, lease: ChunkLease, state: Arc<ChunkS
     };
     m.chunks_processed.with_label_values(&[outcome]).inc();
     s.held.lock().unwrap().remove(&state.key());
-    let left = state.undispatched.swap(0, Ordering::AcqRel);
-    if left > 0 {
-        // Stopped before its last line went out (else `dispatched` counted it already).
-        s.backlog.fetch_sub(left, Ordering::AcqRel);
-        s.dispatching.fetch_sub(1, Ordering::AcqRel);
-    }
+    s.backlog.fetch_sub(state.undispatched.swap(0, Ordering::AcqRel), Ordering::AcqRel);
     // Room for another chunk; and maybe the batch's last chunk: the finalizer looks now.
     s.claim_wake.notify_one();
     s.wake.notify_waiters();

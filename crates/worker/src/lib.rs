@@ -39,10 +39,6 @@ pub(crate) struct Shared {
     /// Lines of held chunks not yet dispatched: the claimer takes a new chunk when this runs
     /// low, so the upstream never idles at chunk edges.
     pub backlog: AtomicI64,
-    /// Held chunks with lines not yet dispatched. Claiming ahead is bounded by these (and the
-    /// backlog): a chunk whose lines are all on the wire delays no other batch, however long
-    /// its slowest request takes.
-    pub dispatching: AtomicI64,
     /// Chunks currently held, for the heartbeat.
     pub held: Mutex<HashMap<(String, i64), Arc<ChunkState>>>,
     /// Woken when work may be available (the API created or cancelled a batch).
@@ -74,7 +70,6 @@ impl Worker {
                 config,
                 router,
                 backlog: AtomicI64::new(0),
-                dispatching: AtomicI64::new(0),
                 held: Mutex::new(HashMap::new()),
                 wake,
                 claim_wake: Notify::new(),
@@ -141,9 +136,8 @@ async fn claim_loop(s: Arc<Shared>, shutdown: CancellationToken) -> JoinSet<()> 
                 error!(error = %e, "chunk task failed");
             }
         }
-        let most = s.config.max_held_chunks(capacity);
         let room = s.backlog.load(Ordering::Acquire) < low_water
-            && s.dispatching.load(Ordering::Acquire) < most as i64
+            && dispatching(&s) < s.config.max_held_chunks(capacity)
             && chunks.len() < s.config.max_held_chunks_with_stragglers(capacity);
         if room {
             match s.store.claim_chunk(&s.config.worker_id, s.config.lease_ms()).await {
@@ -154,7 +148,6 @@ async fn claim_loop(s: Arc<Shared>, shutdown: CancellationToken) -> JoinSet<()> 
                     }
                     let state = ChunkState::new(&lease);
                     s.backlog.fetch_add(lease.chunk.line_count, Ordering::AcqRel);
-                    s.dispatching.fetch_add(1, Ordering::AcqRel);
                     s.held.lock().unwrap().insert(state.key(), state.clone());
                     let span = tracing::info_span!("chunk", batch_id = %lease.batch_id, chunk = lease.chunk.idx);
                     chunks.spawn(chunk::process(s.clone(), lease, state).instrument(span));
@@ -172,6 +165,13 @@ async fn claim_loop(s: Arc<Shared>, shutdown: CancellationToken) -> JoinSet<()> 
         }
     }
     chunks
+}
+
+/// Held chunks with lines not yet dispatched. Claiming ahead is bounded by these (and the
+/// backlog): a chunk whose lines are all on the wire delays no other batch, however long its
+/// slowest request takes.
+fn dispatching(s: &Shared) -> usize {
+    s.held.lock().unwrap().values().filter(|c| c.has_lines_to_send()).count()
 }
 
 /// Graceful shutdown: let held chunks finish within the drain timeout, then hand back the rest.
