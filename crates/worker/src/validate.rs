@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::BufReader;
+use tokio::io::{AsyncRead, BufReader};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 use vllm_batch_core::line::{is_blank, parse_line, trim_line};
@@ -85,8 +85,7 @@ async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, Strin
             None,
         ));
     }
-    let reader = s.files.reader(&file_key(&file_id)).await.map_err(|e| e.to_string())?;
-    let mut lines = LineReader::new(BufReader::with_capacity(256 * 1024, reader), s.config.max_line_bytes);
+    let mut lines = input_lines(s, &file_id).await?;
 
     // Errors other than duplicate custom_ids, which are known only once every line is read.
     let mut errors = Vec::new();
@@ -196,6 +195,15 @@ async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, Strin
     Ok(ValidationOutcome::Valid { model, total: total as i64, chunks })
 }
 
+/// The input file's lines, as validation reads them.
+async fn input_lines(
+    s: &Shared,
+    file_id: &FileId,
+) -> Result<LineReader<BufReader<Box<dyn AsyncRead + Send + Unpin>>>, String> {
+    let reader = s.files.reader(&file_key(file_id)).await.map_err(|e| e.to_string())?;
+    Ok(LineReader::new(BufReader::with_capacity(256 * 1024, reader), s.config.max_line_bytes))
+}
+
 /// Errors for repeated custom_ids, found by digest: the lines involved are read again for their
 /// ids, which the messages name, and a repeat whose ids differ (a digest collision) is dropped.
 async fn duplicate_errors(
@@ -206,8 +214,7 @@ async fn duplicate_errors(
 ) -> Result<Vec<BatchError>, String> {
     let wanted: BTreeSet<u64> = repeats.iter().flat_map(|r| [r.line, r.first]).collect();
     let last = *wanted.last().expect("repeats are not empty");
-    let reader = s.files.reader(&file_key(file_id)).await.map_err(|e| e.to_string())?;
-    let mut lines = LineReader::new(BufReader::with_capacity(256 * 1024, reader), s.config.max_line_bytes);
+    let mut lines = input_lines(s, file_id).await?;
     let mut found = HashMap::with_capacity(wanted.len());
     while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
         if wanted.contains(&line.number) {
