@@ -83,7 +83,7 @@ async fn metrics_handler(State(st): State<Arc<SimState>>) -> Response {
 /// The shared path of every inference endpoint: validate, maybe inject a
 /// fault, wait for a scheduler slot (or the engine), "run", answer.
 async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
-    st.stats.arrived();
+    let arrival = st.stats.arrived();
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return error_response(StatusCode::BAD_REQUEST, "expected a JSON object", "BadRequestError"),
@@ -95,9 +95,10 @@ async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
         Some(Value::String(m)) => m.as_str(),
         _ => return error_response(StatusCode::BAD_REQUEST, "model: Field required", "BadRequestError"),
     };
-    if !st.models.iter().any(|m| m == model) {
+    let Some(index) = st.models.iter().position(|m| m == model) else {
         return error_response(StatusCode::NOT_FOUND, &format!("The model `{model}` does not exist."), "NotFoundError");
-    }
+    };
+    st.model_arrived(index, arrival);
     let prepared = match bodies::build(ep, &req, model) {
         Ok(p) => p,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, &msg, "BadRequestError"),

@@ -142,6 +142,34 @@ pub struct SimStats {
     pub prompt_tokens: u64,
     /// Completion tokens of successful requests.
     pub generation_tokens: u64,
+    /// Arrivals of each served model, in the order of `models`.
+    #[serde(default)]
+    pub models: Vec<ModelArrivals>,
+}
+
+/// Requests naming one served model, and where they fell in the order of all arrivals (the
+/// n-th request received is arrival n, counted from 1 as in `requests_received`): tells which
+/// of two batches on different models the upstream was sent first, without a clock.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelArrivals {
+    pub model: String,
+    /// Requests received for this model (any outcome after the model was recognised).
+    pub requests: u64,
+    /// Arrival number of its first request (0: none yet).
+    pub first_arrival: u64,
+    /// Arrival number of its latest request (0: none yet).
+    pub last_arrival: u64,
+}
+
+impl SimStats {
+    /// The arrivals of `model` (all zero when it has none or is not served).
+    pub fn model(&self, model: &str) -> ModelArrivals {
+        self.models
+            .iter()
+            .find(|m| m.model == model)
+            .cloned()
+            .unwrap_or_else(|| ModelArrivals { model: model.to_string(), ..Default::default() })
+    }
 }
 
 /// A running simulator. Dropping it does not stop the server (it then lives

@@ -53,13 +53,15 @@ impl Stats {
             occupancy_seconds: r(&self.seq_nanos) as f64 / 1e9 / max_num_seqs as f64,
             first_arrival_unix_ms: r(&self.first_arrival_unix_ms),
             last_finish_unix_ms: r(&self.last_finish_unix_ms),
+            models: Vec::new(),
         }
     }
 
-    /// Records an inference request's arrival.
-    pub(crate) fn arrived(&self) {
-        self.requests_received.fetch_add(1, Ordering::Relaxed);
+    /// Records an inference request's arrival and returns its arrival number (from 1).
+    pub(crate) fn arrived(&self) -> u64 {
+        let n = self.requests_received.fetch_add(1, Ordering::Relaxed) + 1;
         let _ = self.first_arrival_unix_ms.compare_exchange(0, unix_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        n
     }
 
     /// Records a 200 answer and the tokens it carried.
@@ -93,6 +95,33 @@ impl Drop for GaugeGuard<'_> {
     }
 }
 
+/// Arrivals of one served model (see [`crate::ModelArrivals`]).
+#[derive(Default)]
+pub(crate) struct ModelCounters {
+    requests: AtomicU64,
+    first_arrival: AtomicU64,
+    last_arrival: AtomicU64,
+}
+
+impl ModelCounters {
+    fn record(&self, arrival: u64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.first_arrival.fetch_min(arrival, Ordering::Relaxed);
+        self.last_arrival.fetch_max(arrival, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self, model: &str) -> crate::ModelArrivals {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let first = r(&self.first_arrival);
+        crate::ModelArrivals {
+            model: model.to_string(),
+            requests: r(&self.requests),
+            first_arrival: if first == u64::MAX { 0 } else { first },
+            last_arrival: r(&self.last_arrival),
+        }
+    }
+}
+
 /// A scheduler slot held while a request "runs".
 pub(crate) struct RunningSlot<'a> {
     _permit: SemaphorePermit<'a>,
@@ -109,6 +138,8 @@ pub(crate) struct FaultState {
 /// Everything the handlers share.
 pub(crate) struct SimState {
     pub(crate) models: Vec<String>,
+    /// Arrivals per model, in the order of `models`.
+    model_arrivals: Vec<ModelCounters>,
     pub(crate) max_num_seqs: usize,
     pub(crate) base_latency_ms: u64,
     pub(crate) per_token_ms: f64,
@@ -127,8 +158,13 @@ impl SimState {
         let cost = config.cost_model();
         let engine = cost.is_enabled().then(|| Arc::new(Engine::new(cost, max_num_seqs)));
         let models = if config.models.is_empty() { SimConfig::default().models } else { config.models };
+        let model_arrivals = models
+            .iter()
+            .map(|_| ModelCounters { first_arrival: AtomicU64::new(u64::MAX), ..Default::default() })
+            .collect();
         SimState {
             models,
+            model_arrivals,
             max_num_seqs,
             base_latency_ms: config.base_latency_ms,
             per_token_ms: config.per_token_ms.max(0.0),
@@ -144,10 +180,16 @@ impl SimState {
     /// `waiting` are the engine's sets).
     pub(crate) fn snapshot(&self) -> SimStats {
         let mut s = self.stats.snapshot(self.max_num_seqs);
+        s.models = self.models.iter().zip(&self.model_arrivals).map(|(m, c)| c.snapshot(m)).collect();
         if let Some(engine) = &self.engine {
             (s.running, s.waiting) = engine.gauges();
         }
         s
+    }
+
+    /// Counts arrival number `arrival` against the served model at `index` of `models`.
+    pub(crate) fn model_arrived(&self, index: usize, arrival: u64) {
+        self.model_arrivals[index].record(arrival);
     }
 
     /// Waits (counted as "waiting", FIFO) for one of `max_num_seqs` slots,

@@ -172,6 +172,37 @@ async fn models_errors_and_metrics() {
 }
 
 #[tokio::test]
+async fn arrivals_are_numbered_per_model() {
+    let sim = spawn(SimConfig { models: vec!["m1".into(), "m2".into()], ..SimConfig::default() }).await.unwrap();
+    let c = client();
+    let url = sim.base_url();
+    let send = |model: &'static str| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            let body = json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
+            c.post(format!("{url}/chat/completions")).json(&body).send().await.unwrap().status().as_u16()
+        }
+    };
+    // Arrivals 1..=6, one at a time: m1, m1, nope (404: counted in all, not per model), m2, m1, m2.
+    for (model, status) in [("m1", 200), ("m1", 200), ("nope", 404), ("m2", 200), ("m1", 200), ("m2", 200)] {
+        assert_eq!(send(model).await, status, "{model}");
+    }
+    let stats: upstream_sim::SimStats =
+        c.get(format!("{}/sim/stats", url.trim_end_matches("/v1"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats, sim.stats());
+    assert_eq!(stats.requests_received, 6);
+    let m1 = stats.model("m1");
+    assert_eq!((m1.requests, m1.first_arrival, m1.last_arrival), (3, 1, 5));
+    let m2 = stats.model("m2");
+    assert_eq!((m2.requests, m2.first_arrival, m2.last_arrival), (2, 4, 6));
+    assert_eq!(stats.models.iter().map(|m| m.model.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
+    let none = stats.model("nope");
+    assert_eq!((none.requests, none.first_arrival, none.last_arrival), (0, 0, 0));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn rate_limit_carries_retry_after() {
     let sim =
         spawn(SimConfig { faults: FaultRates { error_429: 1.0, ..FaultRates::default() }, ..SimConfig::default() })

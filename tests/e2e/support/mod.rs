@@ -377,13 +377,18 @@ pub fn chat_lines(n: usize) -> String {
 
 /// Like `chat_lines`, with `extra(i)` appended to request i's prompt (for sim markers).
 pub fn chat_lines_with(n: usize, extra: impl Fn(usize) -> String) -> String {
+    chat_lines_for(MODEL, n, extra)
+}
+
+/// Like `chat_lines_with`, for `model`.
+pub fn chat_lines_for(model: &str, n: usize, extra: impl Fn(usize) -> String) -> String {
     let mut s = String::new();
     for i in 0..n {
         let line = json!({
             "custom_id": format!("req-{i}"),
             "method": "POST",
             "url": "/v1/chat/completions",
-            "body": {"model": MODEL, "messages": [{"role": "user", "content": format!("prompt {i}{}", extra(i))}], "max_tokens": 5 + (i % 7)}
+            "body": {"model": model, "messages": [{"role": "user", "content": format!("prompt {i}{}", extra(i))}], "max_tokens": 5 + (i % 7)}
         });
         s.push_str(&line.to_string());
         s.push('\n');
