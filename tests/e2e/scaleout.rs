@@ -200,8 +200,7 @@ async fn pg_a_short_batch_overtakes_a_long_one_within_a_few_chunks() {
     assert_eq!(after["status"], "in_progress", "the long batch is still running: {after}");
 
     // The one chunk of the short batch went to one worker, hence to one sim.
-    let ran = sims.iter().position(|s| s.stats().model(SHORT).requests > 0).unwrap();
-    let short = sims[ran].stats().model(SHORT);
+    let (ran, short) = sims.iter().map(|s| s.stats().model(SHORT)).enumerate().find(|(_, m)| m.requests > 0).unwrap();
     assert_eq!(short.requests, 100, "{short:?}");
     let (before, sent_before) = (at_claimable[ran].requests_received, at_claimable[ran].model(SHORT).requests);
     // Arrivals after the snapshot up to the short batch's last, less the short batch's own.

@@ -96,14 +96,22 @@ impl Drop for GaugeGuard<'_> {
 }
 
 /// Arrivals of one served model (see [`crate::ModelArrivals`]).
-#[derive(Default)]
 pub(crate) struct ModelCounters {
     requests: AtomicU64,
+    /// `u64::MAX` until the first arrival, so that `fetch_min` keeps the earliest.
     first_arrival: AtomicU64,
     last_arrival: AtomicU64,
 }
 
 impl ModelCounters {
+    fn new() -> Self {
+        ModelCounters {
+            requests: AtomicU64::new(0),
+            first_arrival: AtomicU64::new(u64::MAX),
+            last_arrival: AtomicU64::new(0),
+        }
+    }
+
     fn record(&self, arrival: u64) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.first_arrival.fetch_min(arrival, Ordering::Relaxed);
@@ -158,10 +166,7 @@ impl SimState {
         let cost = config.cost_model();
         let engine = cost.is_enabled().then(|| Arc::new(Engine::new(cost, max_num_seqs)));
         let models = if config.models.is_empty() { SimConfig::default().models } else { config.models };
-        let model_arrivals = models
-            .iter()
-            .map(|_| ModelCounters { first_arrival: AtomicU64::new(u64::MAX), ..Default::default() })
-            .collect();
+        let model_arrivals = models.iter().map(|_| ModelCounters::new()).collect();
         SimState {
             models,
             model_arrivals,
