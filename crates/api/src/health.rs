@@ -174,11 +174,11 @@ async fn verbose_health(State(st): State<AppState>) -> Json<Value> {
     for (i, spec) in st.upstreams.specs().iter().enumerate() {
         upstreams.push(match st.upstreams.models_of(i).await {
             Ok(models) => json!({
-                "url": spec.base_url,
+                "url": spec.shown(),
                 "status": "up",
                 "models": models.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
             }),
-            Err(e) => json!({ "url": spec.base_url, "status": "down", "error": e.to_string() }),
+            Err(e) => json!({ "url": spec.shown(), "status": "down", "error": e.to_string() }),
         });
     }
     let queue = match st.store.queue_stats().await {
@@ -227,7 +227,7 @@ async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     record("file_store".into(), st.files.check_writable().await.map_err(|e| e.to_string()));
     for (i, spec) in st.upstreams.specs().iter().enumerate() {
         let r = st.upstreams.models_of(i).await.map(|_| ()).map_err(|e| e.to_string());
-        record(format!("upstream {}", spec.base_url), r);
+        record(format!("upstream {}", spec.shown()), r);
     }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({ "status": if ok { "ready" } else { "not_ready" }, "checks": checks })))

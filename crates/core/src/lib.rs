@@ -8,6 +8,7 @@ pub mod file;
 pub mod ids;
 pub mod line;
 pub mod output;
+pub mod redact;
 pub mod time;
 pub mod window;
 
@@ -16,6 +17,7 @@ pub use error::{ApiErrorBody, ErrorEnvelope};
 pub use file::{DeletedFile, FileObject, FilePurpose};
 pub use ids::{BatchId, FileId, IdError};
 pub use line::{LineError, LineErrorCode, ParsedLine, RequestLine};
+pub use redact::redact_url;
 pub use window::CompletionWindow;
 
 /// A list envelope as OpenAI returns it for every paginated collection.

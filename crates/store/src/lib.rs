@@ -45,19 +45,7 @@ pub async fn connect(url: &str, pool: &PoolConfig) -> Result<std::sync::Arc<dyn 
     }
 }
 
-/// A database URL with its password replaced, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+pub use vllm_batch_core::redact_url;
 
 /// Everything the API and the workers keep in the database.
 ///
@@ -103,6 +91,9 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_key(&self, id: &str) -> Result<()>;
     /// Keys not revoked: while there is one, every API request needs a key.
     async fn count_active_keys(&self) -> Result<i64>;
+    /// Whether a key was ever created, revoked ones included: from then on every API request
+    /// needs a valid key (revoking the last key must not reopen the keyless mode).
+    async fn any_key_created(&self) -> Result<bool>;
 
     // --- validation job ----------------------------------------------------------------------
     async fn claim_validation(&self, worker: &str, lease_ms: i64) -> Result<Option<BatchJob>>;

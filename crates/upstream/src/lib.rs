@@ -14,6 +14,14 @@ pub struct UpstreamSpec {
     pub base_url: String,
 }
 
+impl UpstreamSpec {
+    /// The base URL as every answer, log line and error shows it: userinfo and secret query
+    /// parameters redacted (`vllm_batch_core::redact_url`).
+    pub fn shown(&self) -> String {
+        vllm_batch_core::redact_url(&self.base_url)
+    }
+}
+
 /// Parses `url[,url…]` where each item is `URL` or `MODEL=URL`.
 pub fn parse_upstreams(s: &str) -> Result<Vec<UpstreamSpec>, String> {
     let mut out = Vec::new();
@@ -114,17 +122,16 @@ impl Upstreams {
     /// `GET {base}/models` of one upstream.
     pub async fn models_of(&self, index: usize) -> Result<Vec<ModelInfo>, UpstreamError> {
         let url = format!("{}/models", self.specs[index].base_url);
-        let resp = self
-            .authorize(self.client.get(&url))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|source| UpstreamError::Unreachable { url: url.clone(), source })?;
+        // Errors name the URL redacted, and reqwest's own error loses its copy of the URL.
+        let shown = || format!("{}/models", self.specs[index].shown());
+        let unreachable =
+            |source: reqwest::Error| UpstreamError::Unreachable { url: shown(), source: source.without_url() };
+        let resp =
+            self.authorize(self.client.get(&url)).timeout(Duration::from_secs(10)).send().await.map_err(unreachable)?;
         if !resp.status().is_success() {
-            return Err(UpstreamError::Status { url, status: resp.status().as_u16() });
+            return Err(UpstreamError::Status { url: shown(), status: resp.status().as_u16() });
         }
-        let list: ModelList =
-            resp.json().await.map_err(|source| UpstreamError::Unreachable { url: url.clone(), source })?;
+        let list: ModelList = resp.json().await.map_err(unreachable)?;
         Ok(list.data)
     }
 

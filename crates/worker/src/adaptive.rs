@@ -230,7 +230,7 @@ pub(crate) async fn control_loop(
             (Some(load), _) => from_load(now, limit.in_flight(), load, min, ceiling),
             (None, Some(mean)) => {
                 if !reported_fallback {
-                    tracing::info!(upstream = index, %url, "no vLLM load metrics; adapting concurrency to latency");
+                    tracing::info!(upstream = index, url = %vllm_batch_core::redact_url(&url), "no vLLM load metrics; adapting concurrency to latency");
                     reported_fallback = true;
                 }
                 // The best latency seen, forgotten slowly so that a changed workload can reset it.

@@ -90,7 +90,7 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         .body(body);
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return transient(error_reason(&e), describe(&e), None, None),
+        Err(e) => return transient(error_reason(&e), describe(e), None, None),
     };
     let status = resp.status();
     let request_id = resp
@@ -108,7 +108,7 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
     let bytes = match resp.bytes().await {
         Ok(b) => b,
-        Err(e) => return transient("body", format!("reading the response failed: {}", describe(&e)), None, None),
+        Err(e) => return transient("body", format!("reading the response failed: {}", describe(e)), None, None),
     };
     let is_json = serde_json::from_slice::<&serde_json::value::RawValue>(&bytes).is_ok();
     if status.is_success() {
@@ -162,7 +162,9 @@ fn error_class(reason: &str) -> &'static str {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
+fn describe(e: reqwest::Error) -> String {
+    // reqwest's message names the URL, userinfo and all; error lines never show it.
+    let e = e.without_url();
     if e.is_timeout() {
         "upstream request timed out".into()
     } else if e.is_connect() {
