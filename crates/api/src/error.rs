@@ -37,6 +37,15 @@ pub enum Error {
     /// 413: the upload or body is larger than allowed.
     #[error("{0}")]
     TooLarge(String),
+    /// 408: the client stopped sending its request body.
+    #[error("{0}")]
+    Timeout(String),
+    /// 403: refused whoever the caller is (a foreign `Host` or `Origin` in keyless mode).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 405: the path exists, the method does not.
+    #[error("Method {method} is not allowed for {path}")]
+    MethodNotAllowed { method: String, path: String },
     /// 502: the upstream did not answer.
     #[error("{0}")]
     Upstream(String),
@@ -83,6 +92,11 @@ impl IntoResponse for Error {
             Error::TooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None, Some("file_too_large".into()))
             }
+            Error::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", None, Some("timeout".into())),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "invalid_request_error", None, Some("forbidden".into())),
+            Error::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", None, Some("method_not_allowed".into()))
+            }
             Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error", None, None),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, None),
         };
@@ -106,3 +120,35 @@ impl IntoResponse for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Middleware: an error answer that is not already OpenAI's envelope (axum's own rejections —
+/// a path segment that is not UTF-8, a query it cannot parse — are `text/plain`, some empty) is
+/// rewritten into one, with the same status and the rejection's text as its message.
+pub async fn envelope_every_error(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    let message = match text {
+        Ok(t) if !t.is_empty() => t,
+        _ => status.canonical_reason().unwrap_or("Error").to_string(),
+    };
+    let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+    let body = ErrorEnvelope { error: ApiErrorBody { message, kind: kind.into(), param: None, code: None } };
+    let mut rewritten = (status, Json(body)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            rewritten.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    rewritten.extensions_mut().insert(ErrorType(kind));
+    rewritten
+}

@@ -2,8 +2,7 @@
 //! download (streamed) and delete — OpenAI's Files API.
 
 use axum::body::Body;
-use axum::extract::multipart::{Field, MultipartRejection};
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::get;
@@ -14,8 +13,11 @@ use vllm_batch_core::time::unix_now;
 use vllm_batch_core::{DeletedFile, ErrorEnvelope, FileId, FileObject, FilePurpose, List};
 use vllm_batch_store::{file_key, FileListQuery};
 
+use multer::Field;
+
 use crate::auth::Principal;
 use crate::error::{Error, Result};
+use crate::multipart::{self, FormError, PartGuard};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -41,16 +43,79 @@ fn clean_filename(name: Option<&str>) -> String {
     }
 }
 
-/// Reads a small text field, refusing oversized ones instead of buffering them.
-async fn small_text(mut field: Field<'_>, name: &'static str) -> Result<String> {
+/// Reads a small text field (multer bounds it at `MAX_FIELD_BYTES`).
+async fn small_text(mut field: Field<'_>, name: &'static str, max: u64) -> Result<String> {
     let mut buf = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(|e| Error::invalid(e.body_text(), Some(name)))? {
+    while let Some(chunk) = field.chunk().await.map_err(|e| form_error(e, max))? {
         buf.extend_from_slice(&chunk);
-        if buf.len() > 1024 {
-            return Err(Error::invalid(format!("{name} is too long"), Some(name)));
-        }
     }
     String::from_utf8(buf).map_err(|_| Error::invalid(format!("{name} is not valid UTF-8"), Some(name)))
+}
+
+/// The boundary of a `multipart/form-data` request, or OpenAI's 400.
+struct FormStart {
+    boundary: String,
+    max_file_bytes: u64,
+}
+
+fn open_form(req: &Request, max_file_bytes: u64) -> Result<FormStart> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        Error::invalid(
+            format!(
+                "Expected a multipart/form-data upload with a boundary (Content-Type was {content_type:?}); \
+                 send the fields `file` and `purpose`."
+            ),
+            None,
+        )
+    })?;
+    Ok(FormStart { boundary, max_file_bytes })
+}
+
+impl FormStart {
+    /// The form's fields, read through the part guard under the upload's constraints.
+    fn into_form(self, body: Body) -> multer::Multipart<'static> {
+        let guarded = PartGuard::new(body.into_data_stream(), &self.boundary);
+        multer::Multipart::with_constraints(guarded, self.boundary, multipart::constraints(self.max_file_bytes))
+    }
+}
+
+/// OpenAI's error for a form multer or the part guard refused.
+fn form_error(e: multer::Error, max_file_bytes: u64) -> Error {
+    match e {
+        multer::Error::UnknownField { field_name } => Error::invalid(
+            format!(
+                "Unrecognized request argument supplied: {}. An upload takes `file` and `purpose` \
+                 (and optionally `expires_after`).",
+                field_name.as_deref().unwrap_or("(a part without a name)")
+            ),
+            None,
+        ),
+        multer::Error::FieldSizeExceeded { field_name, .. } if field_name.as_deref() == Some("file") => {
+            Error::TooLarge(format!("File is larger than the {max_file_bytes} bytes this server accepts"))
+        }
+        multer::Error::FieldSizeExceeded { field_name, limit } => Error::invalid(
+            format!("Field {} is longer than {limit} bytes", field_name.as_deref().unwrap_or("(unnamed)")),
+            None,
+        ),
+        multer::Error::StreamSizeExceeded { .. } => {
+            Error::TooLarge(format!("File is larger than the {max_file_bytes} bytes this server accepts"))
+        }
+        multer::Error::StreamReadFailed(source) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(c) = cause {
+                if let Some(refused) = c.downcast_ref::<FormError>() {
+                    return Error::invalid(refused.to_string(), None);
+                }
+                if c.is::<tower_http::timeout::TimeoutError>() {
+                    return Error::Timeout("The upload stalled: no bytes arrived for too long.".into());
+                }
+                cause = c.source();
+            }
+            Error::invalid(format!("Upload interrupted: {source}"), Some("file"))
+        }
+        other => Error::invalid(format!("Malformed multipart body: {other}"), None),
+    }
 }
 
 // Only documents the form: the handler streams the fields as they come instead of
@@ -80,58 +145,65 @@ struct UploadForm {
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     )
 )]
-async fn upload_file(
-    State(st): State<AppState>,
-    caller: Principal,
-    multipart: std::result::Result<Multipart, MultipartRejection>,
-) -> Result<Json<FileObject>> {
-    let mut multipart = multipart
-        .map_err(|e| Error::invalid(format!("Expected a multipart/form-data upload: {}", e.body_text()), None))?;
+async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request) -> Result<Json<FileObject>> {
+    let mut form = open_form(&req, st.limits.max_upload_bytes)?.into_form(req.into_body());
     let id = FileId::generate();
     let key = file_key(&id);
     let mut purpose = None;
     // The body stays an uncommitted temporary file until every field was read and checked: a
     // request dropped half-way (client gone, server shutting down) leaves nothing behind.
     let mut stored: Option<(Box<dyn vllm_batch_store::BlobWriter>, u64, String)> = None;
-    let result: Result<()> =
-        async {
-            while let Some(mut field) = multipart
-                .next_field()
-                .await
-                .map_err(|e| Error::invalid(format!("Malformed multipart body: {}", e.body_text()), None))?
-            {
-                match field.name() {
-                    Some("purpose") => purpose = Some(small_text(field, "purpose").await?),
-                    Some("file") if stored.is_none() => {
-                        let filename = clean_filename(field.file_name());
-                        let mut writer = st.files.writer(&key).await?;
-                        let mut size: u64 = 0;
-                        while let Some(chunk) = field.chunk().await.map_err(|e| {
-                            Error::invalid(format!("Upload interrupted: {}", e.body_text()), Some("file"))
-                        })? {
-                            size += chunk.len() as u64;
-                            if size > st.limits.max_upload_bytes {
-                                return Err(Error::TooLarge(format!(
-                                    "File is larger than the {} bytes this server accepts",
-                                    st.limits.max_upload_bytes
-                                )));
-                            }
-                            writer.write(&chunk).await?;
-                        }
-                        stored = Some((writer, size, filename));
-                    }
-                    _ => while field.chunk().await.ok().flatten().is_some() {},
+    let max = st.limits.max_upload_bytes;
+    let result: Result<()> = async {
+        while let Some(mut field) = form.next_field().await.map_err(|e| form_error(e, max))? {
+            match field.name() {
+                Some("purpose") => purpose = Some(small_text(field, "purpose", max).await?),
+                Some("file") if stored.is_some() => {
+                    return Err(Error::invalid("The form has more than one 'file' part.", Some("file")))
                 }
+                Some("file") => {
+                    let filename = clean_filename(field.file_name());
+                    let mut writer = st.files.writer(&key).await?;
+                    let mut size: u64 = 0;
+                    while let Some(chunk) = field.chunk().await.map_err(|e| form_error(e, max))? {
+                        size += chunk.len() as u64;
+                        writer.write(&chunk).await?;
+                    }
+                    stored = Some((writer, size, filename));
+                }
+                // OpenAI's `expires_after[…]`: read (bounded) so that SDKs sending it work;
+                // expiry itself is not enforced yet.
+                Some(name) => {
+                    let name = crate::multipart::FIELDS.into_iter().find(|f| *f == name).unwrap_or("field");
+                    small_text(field, name, max).await?;
+                }
+                None => return Err(Error::invalid("A form part has no field name.", None)),
             }
-            Ok(())
         }
-        .await;
+        Ok(())
+    }
+    .await;
     let checked = result.and_then(|()| {
         let purpose: FilePurpose = purpose
             .as_deref()
             .ok_or_else(|| Error::invalid("Missing required parameter: 'purpose'.", Some("purpose")))?
             .parse()
             .map_err(|m: String| Error::invalid(m, Some("purpose")))?;
+        if !purpose.uploadable() {
+            return Err(Error::invalid(
+                format!(
+                    "Invalid purpose {:?}: it is the purpose of files the server writes; upload with one of: {}",
+                    purpose.as_str(),
+                    FilePurpose::ALL
+                        .into_iter()
+                        .filter(|p| p.uploadable())
+                        .map(FilePurpose::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some("purpose"),
+            ));
+        }
         let stored = stored.ok_or_else(|| Error::invalid("Missing required parameter: 'file'.", Some("file")))?;
         Ok((purpose, stored))
     });

@@ -8,8 +8,10 @@ mod error;
 mod files;
 mod health;
 mod models;
+mod multipart;
 mod observe;
 mod openapi;
+pub mod server;
 mod web;
 
 use std::sync::Arc;
@@ -84,12 +86,14 @@ pub fn router(state: AppState) -> Router {
         .merge(web::router())
         .merge(openapi::router())
         .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             // A bug must not cost the client its answer: OpenAI's envelope with a 500.
             axum::response::IntoResponse::into_response(Error::Internal("a request handler panicked".into()))
         }))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn(error::envelope_every_error))
         .with_state(state)
         .layer(axum::middleware::from_fn(observe::record))
         .layer(sentry_tower::SentryHttpLayer::new().enable_transaction())
@@ -104,4 +108,8 @@ pub fn router(state: AppState) -> Router {
 
 async fn unknown_route(req: Request) -> Error {
     Error::UnknownRoute { method: req.method().to_string(), path: req.uri().path().to_string() }
+}
+
+async fn wrong_method(req: Request) -> Error {
+    Error::MethodNotAllowed { method: req.method().to_string(), path: req.uri().path().to_string() }
 }

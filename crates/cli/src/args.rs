@@ -207,6 +207,17 @@ pub struct HttpArgs {
     /// On SIGTERM, how long open API requests (e.g. a slow upload) may take before they are cut.
     #[arg(long, env = "VLLM_BATCH_API_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub api_drain_timeout: Duration,
+    /// Time a client has to send a whole request head; also how long an idle kept-alive
+    /// connection stays open. Slow or silent clients are closed after it.
+    #[arg(long, env = "VLLM_BATCH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// Longest pause inside a request body (an upload that keeps sending is never cut).
+    #[arg(long, env = "VLLM_BATCH_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub body_idle_timeout: Duration,
+    /// Connections served at once; past it new clients wait in the listen backlog. Keep it
+    /// below the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "VLLM_BATCH_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Answer clients that are not on loopback even when no API key exists. Anyone who reaches
     /// the port can then read, create and cancel everything.
     #[arg(long, env = "VLLM_BATCH_INSECURE_NO_AUTH")]

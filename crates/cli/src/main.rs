@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use vllm_batch_api::auth::Auth;
+use vllm_batch_api::server::ServerLimits;
 use vllm_batch_api::{ApiLimits, AppState};
 use vllm_batch_metrics::gpu::GpuSampler;
 use vllm_batch_metrics::{init_logging, LogGuard, LogOptions, Service};
@@ -288,30 +289,26 @@ fn worker_config(w: &WorkerArgs, storage: &StorageArgs) -> WorkerConfig {
 }
 
 async fn serve_api(http: &HttpArgs, state: AppState, shutdown: CancellationToken) -> Result<()> {
-    let drain = http.api_drain_timeout;
     let addr = format!("{}:{}", http.host, http.port);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     info!(address = %format!("http://{local}"), "vllm-batch API listening");
     warn_about_auth(&state, local).await;
-    let app = vllm_batch_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let stop = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-    // Graceful, but bounded: a stalled client (a slow upload) must not keep the process alive.
-    tokio::select! {
-        served = std::future::IntoFuture::into_future(server) => served.context("serving HTTP"),
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
-            tracing::warn!(?drain, "requests still open after the drain timeout; closing them");
-            Ok(())
-        }
-    }
+    let limits = ServerLimits {
+        header_read_timeout: http.header_read_timeout,
+        body_idle_timeout: http.body_idle_timeout,
+        max_connections: http.max_connections as usize,
+        drain_timeout: http.api_drain_timeout,
+    };
+    vllm_batch_api::server::serve(listener, vllm_batch_api::router(state), limits, shutdown).await;
+    Ok(())
 }
 
 /// A standalone worker's own `/metrics` and `/health`, on its metrics port.
 /// Says loudly when the API is open to the network, and when it will refuse remote clients.
 async fn warn_about_auth(state: &AppState, local: std::net::SocketAddr) {
     let keys = state.store.count_active_keys().await.unwrap_or(0);
-    if keys > 0 {
+    if keys > 0 || state.store.any_key_created().await.unwrap_or(false) {
         info!(keys, "API keys required on every request");
     } else if state.auth.insecure_no_auth {
         tracing::warn!(
@@ -355,11 +352,10 @@ async fn serve_worker_metrics(
             }),
         )
         .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }));
+    let limits = ServerLimits { drain_timeout: std::time::Duration::from_secs(5), ..ServerLimits::default() };
     Ok(tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-            .context("serving worker metrics")
+        vllm_batch_api::server::serve(listener, app, limits, shutdown).await;
+        Ok(())
     }))
 }
 

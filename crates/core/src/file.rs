@@ -31,6 +31,12 @@ impl FilePurpose {
         FilePurpose::Evals,
     ];
 
+    /// Whether a client may upload a file of this purpose: every OpenAI purpose but
+    /// `batch_output`, which only the server's own output and error files have.
+    pub fn uploadable(self) -> bool {
+        self != FilePurpose::BatchOutput
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             FilePurpose::Batch => "batch",

@@ -111,7 +111,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT * FROM files
              WHERE (?1 IS NULL OR purpose = ?1)
-               AND (?2 IS NULL OR seq {cmp} (SELECT seq FROM files WHERE id = ?2))
+               AND (?2 IS NULL OR seq {cmp} (SELECT seq FROM files WHERE id = ?2 AND (?4 IS NULL OR owner = ?4)))
                AND (?4 IS NULL OR owner = ?4)
              ORDER BY seq {order} LIMIT ?3"
         );
@@ -179,7 +179,7 @@ impl Store for SqliteStore {
     async fn list_batches(&self, after: Option<&BatchId>, limit: i64, scope: Scope<'_>) -> Result<Page<Batch>> {
         let sql = format!(
             "SELECT {BATCH_COLUMNS} FROM batches b
-             WHERE (?1 IS NULL OR b.seq < (SELECT seq FROM batches WHERE id = ?1))
+             WHERE (?1 IS NULL OR b.seq < (SELECT seq FROM batches WHERE id = ?1 AND (?3 IS NULL OR owner = ?3)))
                AND (?3 IS NULL OR b.owner = ?3)
              ORDER BY b.seq DESC LIMIT ?2"
         );
@@ -649,6 +649,10 @@ impl Store for SqliteStore {
 
     async fn count_active_keys(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL").fetch_one(&self.pool).await?)
+    }
+
+    async fn any_key_created(&self) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys)").fetch_one(&self.pool).await?)
     }
 
     async fn ping(&self) -> Result<()> {
