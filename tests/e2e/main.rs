@@ -10,6 +10,7 @@ mod concurrency;
 mod crash;
 mod endpoints;
 mod files;
+mod hardening;
 mod hostile;
 mod load;
 mod monitoring;

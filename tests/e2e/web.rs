@@ -331,3 +331,39 @@ async fn headless_chromium_follows_cancels_and_downloads_through_the_page() {
         "the batch finished before the page cancelled it: {batch:#}"
     );
 }
+
+/// A server without keys trusts loopback clients; a hostile page in the operator's browser must
+/// not inherit that trust. Headless Chromium runs `tests/browser/cross_origin_check.mjs`: a page
+/// of another origin posts an upload (no-CORS, so the browser sends it) and tries to read the
+/// file list, and a page at a name that resolves to 127.0.0.1 (DNS rebinding) reads and uploads
+/// same-origin. Every attempt is refused and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_pages_cannot_drive_a_keyless_server_through_the_browser() {
+    let script = page_check_script().with_file_name("cross_origin_check.mjs");
+    let sim = default_sim().await;
+    let app = serve(&sim, &[]);
+    let run =
+        tokio::process::Command::new("node").arg(&script).env("BASE_URL", &app.client.base).kill_on_drop(true).output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("cross_origin_check.mjs finished within 180 s")
+        .expect("node runs");
+    let logs = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "cross_origin_check.mjs failed:\n{logs}");
+    let line = logs.lines().find_map(|l| l.strip_prefix("RESULT ")).unwrap_or_else(|| panic!("no RESULT:\n{logs}"));
+    let seen: Value = serde_json::from_str(line).unwrap();
+
+    // The cross-site page: its upload went out (the browser hides the answer), its read was
+    // blocked by the browser (no CORS grant) — and the server refused the upload.
+    assert!(seen["cross_site"]["upload"].as_str().unwrap().starts_with("sent"), "{seen:#}");
+    assert!(seen["cross_site"]["read"].as_str().unwrap().starts_with("blocked"), "{seen:#}");
+    // The rebound name: the browser let the page read and post, the server answered 403.
+    assert_eq!(seen["rebinding_landing_status"], 200, "{seen:#}");
+    assert_eq!(seen["rebinding"]["read_status"], 403, "{seen:#}");
+    assert_eq!(seen["rebinding"]["upload_status"], 403, "{seen:#}");
+    assert!(!seen["rebinding"]["read_body"].as_str().unwrap().contains("\"data\""), "{seen:#}");
+
+    let files = app.client.get("/v1/files").await;
+    assert_eq!(files.status, 200);
+    assert_eq!(files.body["data"], json!([]), "no upload of the hostile pages was stored: {seen:#}");
+}

@@ -273,7 +273,7 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    async fn answer(resp: reqwest::Response) -> Answer {
+    pub async fn answer(resp: reqwest::Response) -> Answer {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
