@@ -57,6 +57,8 @@ async fn request_id(req: Request, next: Next) -> Response {
 }
 
 async fn models(State(st): State<Arc<SimState>>) -> Json<Value> {
+    // A single-threaded server answers between generations only.
+    let _slot = if st.models_wait_for_slot && st.engine.is_none() { Some(st.schedule().await) } else { None };
     let created = bodies::created();
     let data: Vec<Value> = st
         .models
@@ -77,6 +79,10 @@ async fn models(State(st): State<Arc<SimState>>) -> Json<Value> {
 }
 
 async fn metrics_handler(State(st): State<Arc<SimState>>) -> Response {
+    st.stats.metrics_requests.fetch_add(1, Ordering::Relaxed);
+    if !st.serve_metrics {
+        return (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))).into_response();
+    }
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render(&st)).into_response()
 }
 

@@ -65,6 +65,13 @@ pub struct SimConfig {
     pub faults: FaultRates,
     /// Seed of the fault-injection RNG. Default 42.
     pub seed: u64,
+    /// A single-threaded server (llama.cpp's, llama-cpp-python's): `GET /v1/models` takes a
+    /// scheduler slot like an inference request, so it answers only between generations and
+    /// queues behind every waiting request. Fixed-latency mode only. Default off.
+    pub models_wait_for_slot: bool,
+    /// Serve vLLM's `/metrics`; off: `/metrics` answers 404, as another OpenAI-compatible
+    /// server (llama.cpp, TGI's OpenAI layer) may. Default on.
+    pub serve_metrics: bool,
 }
 
 impl Default for SimConfig {
@@ -79,6 +86,8 @@ impl Default for SimConfig {
             prefill_ms_per_token: 0.0,
             faults: FaultRates::default(),
             seed: 42,
+            models_wait_for_slot: false,
+            serve_metrics: true,
         }
     }
 }
@@ -145,6 +154,9 @@ pub struct SimStats {
     /// Arrivals of each served model, in the order of `models`.
     #[serde(default)]
     pub models: Vec<ModelArrivals>,
+    /// `GET /metrics` requests received (answered or 404).
+    #[serde(default)]
+    pub metrics_requests: u64,
 }
 
 /// Requests naming one served model, and where they fell in the order of all arrivals (the

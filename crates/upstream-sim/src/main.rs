@@ -55,6 +55,12 @@ struct Args {
     /// Seed of the fault-injection RNG.
     #[arg(long, env = "UPSTREAM_SIM_SEED", default_value_t = 42)]
     seed: u64,
+    /// Answer `GET /v1/models` only between generations, as a single-threaded server does.
+    #[arg(long, env = "UPSTREAM_SIM_MODELS_WAIT_FOR_SLOT")]
+    models_wait_for_slot: bool,
+    /// Answer `/metrics` with 404, as a server without vLLM's metrics does.
+    #[arg(long, env = "UPSTREAM_SIM_NO_METRICS")]
+    no_metrics: bool,
 }
 
 #[tokio::main]
@@ -83,6 +89,8 @@ async fn main() -> std::io::Result<()> {
             error_400: args.fault_400,
         },
         seed: args.seed,
+        models_wait_for_slot: args.models_wait_for_slot,
+        serve_metrics: !args.no_metrics,
     };
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let handle = upstream_sim::serve(listener, config).await?;

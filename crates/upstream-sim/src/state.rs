@@ -33,6 +33,8 @@ pub(crate) struct Stats {
     pub(crate) first_arrival_unix_ms: AtomicU64,
     /// Wall-clock time of the latest 200 answer (0 before it).
     pub(crate) last_finish_unix_ms: AtomicU64,
+    /// `GET /metrics` requests received.
+    pub(crate) metrics_requests: AtomicU64,
 }
 
 impl Stats {
@@ -54,6 +56,7 @@ impl Stats {
             first_arrival_unix_ms: r(&self.first_arrival_unix_ms),
             last_finish_unix_ms: r(&self.last_finish_unix_ms),
             models: Vec::new(),
+            metrics_requests: r(&self.metrics_requests),
         }
     }
 
@@ -153,6 +156,10 @@ pub(crate) struct SimState {
     pub(crate) per_token_ms: f64,
     /// The continuous-batching engine, when `step_base_ms > 0`.
     pub(crate) engine: Option<Arc<Engine>>,
+    /// `GET /v1/models` waits for a scheduler slot (a single-threaded server).
+    pub(crate) models_wait_for_slot: bool,
+    /// `/metrics` answers (else 404).
+    pub(crate) serve_metrics: bool,
     pub(crate) stats: Stats,
     pub(crate) faults: Mutex<FaultState>,
     slots: Semaphore,
@@ -174,6 +181,8 @@ impl SimState {
             base_latency_ms: config.base_latency_ms,
             per_token_ms: config.per_token_ms.max(0.0),
             engine,
+            models_wait_for_slot: config.models_wait_for_slot,
+            serve_metrics: config.serve_metrics,
             stats: Stats::default(),
             faults: Mutex::new(FaultState { rates: config.faults, rng: StdRng::seed_from_u64(config.seed) }),
             slots: Semaphore::new(max_num_seqs),
