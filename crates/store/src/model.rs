@@ -148,6 +148,20 @@ pub enum FinalizeMode {
     Expire,
 }
 
+impl FinalizeMode {
+    /// How a batch that is ready to finalize ends — the one rule both backends apply.
+    /// `unfinished` counts chunks not done (taken by cancel or expiry); `late` says the batch is
+    /// past its completion window with lines that did not complete (chunks that ran into the
+    /// deadline wrote them `batch_expired`, e.g. an upstream outage that outlasted the window).
+    pub fn decide(status: &str, unfinished: i64, late: bool) -> FinalizeMode {
+        match status {
+            "cancelling" => FinalizeMode::Cancel,
+            _ if unfinished == 0 && !late => FinalizeMode::Complete,
+            _ => FinalizeMode::Expire,
+        }
+    }
+}
+
 /// A finalization claimed by a worker. `chunks` lists every chunk in order with the fence of
 /// its stored parts (`None` for a chunk abandoned to cancellation or expiry).
 #[derive(Debug, Clone)]

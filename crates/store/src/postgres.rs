@@ -432,8 +432,8 @@ impl Store for PgStore {
         let now = unix_now();
         // Candidates: every chunk done; or cancelling/expired with no chunk under a live lease
         // (a live holder is still finishing its in-flight requests).
-        let candidates: Vec<(String, String)> = sqlx::query_as(
-            "SELECT b.id, b.status FROM batches b
+        let candidates: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT b.id, b.status, (b.expires_at <= $2 AND b.completed < b.total) AS late FROM batches b
              WHERE (b.job_lease_until IS NULL OR b.job_lease_until < $1)
                AND (
                  (b.status IN ('in_progress', 'finalizing')
@@ -447,7 +447,7 @@ impl Store for PgStore {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        for (id, status) in candidates {
+        for (id, status, late) in candidates {
             let mut tx = self.pool.begin().await?;
             // Chunk rows first, then the batch row: the order every other transaction takes.
             let chunk_rows = sqlx::query(
@@ -486,11 +486,7 @@ impl Store for PgStore {
                 tx.rollback().await?;
                 continue;
             }
-            let mode = match status.as_str() {
-                "cancelling" => FinalizeMode::Cancel,
-                _ if unfinished == 0 => FinalizeMode::Complete,
-                _ => FinalizeMode::Expire,
-            };
+            let mode = FinalizeMode::decide(&status, unfinished, late);
             // Chunks nobody holds any more are abandoned under a new fence, so a worker that
             // wakes up late cannot complete them after their lines were written as errors.
             sqlx::query(

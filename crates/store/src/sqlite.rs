@@ -437,8 +437,8 @@ impl Store for SqliteStore {
         let now = unix_now();
         // Candidates: every chunk done; or cancelling/expired with no chunk under a live lease
         // (a live holder is still finishing its in-flight requests).
-        let candidates: Vec<(String, String)> = sqlx::query_as(
-            "SELECT b.id, b.status FROM batches b
+        let candidates: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT b.id, b.status, (b.expires_at <= ?2 AND b.completed < b.total) AS late FROM batches b
              WHERE (b.job_lease_until IS NULL OR b.job_lease_until < ?1)
                AND (
                  (b.status IN ('in_progress', 'finalizing')
@@ -452,7 +452,7 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        for (id, status) in candidates {
+        for (id, status, late) in candidates {
             let mut tx = self.pool.begin().await?;
             // Fenced claim of the batch job; the status check closes the race with a cancel.
             let claimed: Option<i64> = sqlx::query_scalar(
@@ -487,11 +487,7 @@ impl Store for SqliteStore {
                     .bind(&id)
                     .fetch_one(&mut *tx)
                     .await?;
-            let mode = match status.as_str() {
-                "cancelling" => FinalizeMode::Cancel,
-                _ if abandoned == 0 && live == 0 => FinalizeMode::Complete,
-                _ => FinalizeMode::Expire,
-            };
+            let mode = FinalizeMode::decide(&status, abandoned + live, late);
             if live > 0 {
                 tx.rollback().await?;
                 continue;
