@@ -268,16 +268,23 @@ async fn upstream_credentials_never_leave_the_server() {
     let done = c.wait_terminal(&id, MINUTE).await;
     assert_eq!(done["status"], "completed", "{done}");
 
-    // A server whose only upstream is down: its error lines carry the connect error.
+    // A server whose only upstream is down: its requests wait (they do not fail) and the batch
+    // expires; the down upstream is named in health answers, readiness and a WARN line.
     let pinned = format!("{MODEL}={dead}");
-    let down = serve(&sim, &["--upstream", &pinned, "--max-retries", "1"]);
-    let id = down.client.submit(&chat_lines(2)).await;
-    let failed = down.client.wait_terminal(&id, MINUTE).await;
-    let (out, err) = down.client.results(&failed).await;
-    assert_eq!((out.len(), err.len()), (0, 2), "{failed}");
-    assert!(err[0]["error"]["message"].as_str().unwrap().contains("connect"), "{}", err[0]);
+    let down = serve(&sim, &["--upstream", &pinned]);
+    let file = down.client.upload(&chat_lines(2)).await;
+    let id = down.client.create_batch(&file, "/v1/chat/completions", "3s").await["id"].as_str().unwrap().to_string();
+    let expired = down.client.wait_terminal(&id, MINUTE).await;
+    assert_eq!(expired["status"], "expired", "{expired}");
+    let (_, err) = down.client.results(&expired).await;
+    assert_eq!(err.len(), 2, "{expired}");
     seen.extend(err.iter().map(|l| l.to_string()));
-    seen.push(down.client.get("/ready").await.body.to_string());
+    let ready = down.client.get("/ready").await.body;
+    assert_eq!(ready["upstreams"][0]["status"], "down", "{ready}");
+    assert!(ready["upstreams"][0]["error"].as_str().is_some_and(|e| e.contains("127.0.0.1:9")), "{ready}");
+    seen.push(ready.to_string());
+    seen.push(down.client.get("/v1/health").await.body.to_string());
+    seen.push(down.client.get("/api/metrics/vllm").await.body.to_string());
 
     let logs: Vec<String> = app.proc.logs().into_iter().chain(down.proc.logs()).collect();
     assert!(logs.iter().any(|l| l.contains("***@127.0.0.1:9/v1")), "the down upstream is logged, redacted");

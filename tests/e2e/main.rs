@@ -16,6 +16,7 @@ mod load;
 mod monitoring;
 mod observability;
 mod openapi;
+mod outages;
 mod s3;
 mod scaleout;
 mod schema_fuzz;

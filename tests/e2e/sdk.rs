@@ -124,3 +124,45 @@ async fn official_openai_node_sdk_runs_the_whole_flow() {
     let script = repo_root().join("tests/sdk/node/openai_flow.mjs");
     run_flow(&node, &script, &[]).await;
 }
+
+/// The README's "With the OpenAI Python SDK" example, run as pasted (only its base URL pointed at
+/// this test's server) over the README's own `requests.jsonl`, and once more over a file whose
+/// every line fails upstream (no output file: the example must not download a null id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_python_example_runs_as_pasted() {
+    let python = sdk_python().await;
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = readme.split("### With the OpenAI Python SDK").nth(1).expect("the README has the SDK example");
+    let example = section.split("```python\n").nth(1).and_then(|s| s.split("```").next()).expect("a python block");
+    let requests = readme
+        .split("cat > requests.jsonl <<'JSONL'\n")
+        .nth(1)
+        .and_then(|s| s.split("\nJSONL").next())
+        .expect("the curl example's requests.jsonl");
+    let sim = default_sim().await;
+    let app = serve(&sim, &["--retry-backoff-max", "50ms", "--max-retries", "1"]);
+    let script = example.replace("http://127.0.0.1:8080/v1", &app.client.url("/v1"));
+    assert_ne!(script, example, "the example names the default base URL");
+    let failing: String =
+        requests.lines().map(|l| l.replace("\"content\": \"", "\"content\": \"__sim_500__ ") + "\n").collect();
+    assert_eq!(failing.matches("__sim_500__").count(), 2, "{failing}");
+    for (content, expect) in
+        [(format!("{requests}\n"), "\"custom_id\": \"q1\""), (failing, "\"code\": \"upstream_error\"")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("requests.jsonl"), content).unwrap();
+        std::fs::write(dir.path().join("example.py"), &script).unwrap();
+        let out = tokio::time::timeout(
+            Duration::from_secs(120),
+            Command::new(&python).arg("example.py").current_dir(dir.path()).stdin(Stdio::null()).output(),
+        )
+        .await
+        .expect("the example finished")
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).replace("\":\"", "\": \"");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the example failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("completed"), "{stdout}");
+        assert!(stdout.contains(expect), "{expect} in:\n{stdout}");
+    }
+}

@@ -240,6 +240,17 @@
     $('stat-waiting').textContent = fmtInt(v.waiting);
     $('stat-queue').textContent = fmtInt(v.queue_depth);
     $('stat-tokens').textContent = fmtRate(v.tokens_per_second);
+    // Upstreams that are down: their batches wait (retries unspent) until a probe gets an answer.
+    const down = Array.isArray(v.upstreams_down) ? v.upstreams_down : [];
+    const box = $('upstreams-down');
+    box.hidden = down.length === 0;
+    box.textContent = down
+      .map((d) => {
+        const since = typeof d.since === 'number' ? ` since ${new Date(d.since * 1000).toLocaleTimeString()}` : '';
+        const why = d.error ? ` (${d.error})` : '';
+        return `Upstream ${d.upstream}${d.url ? ` ${d.url}` : ''} is down${since}${why}: its batches wait for it.`;
+      })
+      .join(' ');
   }
 
   function meter(label, fraction, value, warnAbove) {

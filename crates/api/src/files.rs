@@ -141,6 +141,7 @@ struct UploadForm {
     responses(
         (status = 200, description = "The stored file", body = FileObject),
         (status = 400, description = "A missing or invalid field, or a malformed form", body = ErrorEnvelope),
+        (status = 408, description = "The upload stalled (no bytes for --body-idle-timeout)", body = ErrorEnvelope),
         (status = 413, description = "The file is larger than the server accepts", body = ErrorEnvelope),
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     )

@@ -1,6 +1,14 @@
 //! `GET /health` (liveness: the process answers; `?verbose=1` or `/v1/health` adds upstreams,
-//! GPUs, host memory, queue and uptime), `GET /ready` (the database answers, the file store takes
-//! writes, every upstream lists its models; 503 names what failed) and `GET /metrics`.
+//! GPUs, host memory, queue and uptime), `GET /ready` (the database answers and the file store
+//! takes writes — what the API itself needs; 503 names what failed; upstreams are reported in the
+//! body but never make the API unready) and `GET /metrics`.
+//!
+//! An upstream is judged by its health (`vllm_batch_upstream::health`): in `serve`, the worker's
+//! own requests are the evidence, so an upstream that answered recently is not probed at all — a
+//! probe of a busy single-slot server would queue behind our own work. Only an upstream nothing
+//! was heard from lately is asked for its models, with a short timeout.
+
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -12,6 +20,7 @@ use serde_json::{json, Value};
 use utoipa::IntoParams;
 use vllm_batch_core::ErrorEnvelope;
 use vllm_batch_metrics::{metrics, CONTENT_TYPE};
+use vllm_batch_upstream::HealthState;
 
 use crate::error::Result;
 use crate::AppState;
@@ -69,14 +78,26 @@ mod answer {
         Verbose(VerboseHealth),
     }
 
-    /// One upstream: `up` with the models it lists, or `down` with why.
+    /// One upstream: `up` with the models it lists, or `down` with why and since when.
     #[derive(ToSchema)]
     pub(super) struct UpstreamHealth {
         url: String,
+        /// `down` while the upstream is down (its outage detected from our own requests, or a
+        /// probe that got no answer).
         #[schema(pattern = "^(up|down)$")]
         status: String,
+        /// The health state: `probing` is down with a probe on the wire.
+        #[schema(pattern = "^(up|down|probing)$")]
+        health: String,
+        /// Unix time it went down.
+        #[schema(nullable = false)]
+        down_since: Option<u64>,
+        /// The models it lists (its last answer's, when the latest ask got none).
         #[schema(nullable = false)]
         models: Option<Vec<String>>,
+        /// Age of that list in seconds.
+        #[schema(nullable = false)]
+        models_age_seconds: Option<u64>,
         #[schema(nullable = false)]
         error: Option<String>,
     }
@@ -121,8 +142,11 @@ mod answer {
     pub(super) struct Readiness {
         #[schema(pattern = "^(ready|not_ready)$")]
         status: String,
-        /// `database`, `file_store` and `upstream <url>` for each upstream.
+        /// `database` and `file_store`: what the API needs.
         checks: BTreeMap<String, ReadinessCheck>,
+        /// Each upstream's state, for information: a down upstream makes batches wait, not the
+        /// API unready.
+        upstreams: Vec<UpstreamHealth>,
     }
 
     #[derive(ToSchema)]
@@ -170,17 +194,7 @@ fn host_memory() -> Value {
     responses((status = 200, description = "The process answers", body = answer::VerboseHealth))
 )]
 async fn verbose_health(State(st): State<AppState>) -> Json<Value> {
-    let mut upstreams = Vec::new();
-    for (i, spec) in st.upstreams.specs().iter().enumerate() {
-        upstreams.push(match st.upstreams.models_of(i).await {
-            Ok(models) => json!({
-                "url": spec.shown(),
-                "status": "up",
-                "models": models.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
-            }),
-            Err(e) => json!({ "url": spec.shown(), "status": "down", "error": e.to_string() }),
-        });
-    }
+    let upstreams = upstream_statuses(&st).await;
     let queue = match st.store.queue_stats().await {
         Ok(q) => {
             json!({ "active": q.active.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(), "queue_depth": q.queue_depth })
@@ -200,7 +214,8 @@ async fn verbose_health(State(st): State<AppState>) -> Json<Value> {
 
 /// Readiness.
 ///
-/// The database answers, the file store takes writes, every upstream lists its models.
+/// The database answers and the file store takes writes. Upstreams are reported, and do not
+/// decide readiness: while one is down, batches wait for it and the API still serves.
 #[utoipa::path(
     get,
     path = "/ready",
@@ -225,12 +240,56 @@ async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     record("database".into(), st.store.ping().await.map_err(|e| e.to_string()));
     record("file_store".into(), st.files.check_writable().await.map_err(|e| e.to_string()));
-    for (i, spec) in st.upstreams.specs().iter().enumerate() {
-        let r = st.upstreams.models_of(i).await.map(|_| ()).map_err(|e| e.to_string());
-        record(format!("upstream {}", spec.shown()), r);
-    }
+    let upstreams = upstream_statuses(&st).await;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "status": if ok { "ready" } else { "not_ready" }, "checks": checks })))
+    (
+        status,
+        Json(json!({ "status": if ok { "ready" } else { "not_ready" }, "checks": checks, "upstreams": upstreams })),
+    )
+}
+
+/// How recent an answer from an upstream (with no failure since) must be for it to count as up
+/// without a probe.
+const RECENT: Duration = Duration::from_secs(30);
+/// How long a probe of an upstream nothing was heard from waits.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the health answers say of every upstream.
+async fn upstream_statuses(st: &AppState) -> Vec<Value> {
+    futures_util::future::join_all((0..st.upstreams.specs().len()).map(|i| upstream_status(st, i))).await
+}
+
+async fn upstream_status(st: &AppState, i: usize) -> Value {
+    let health = st.upstreams.health();
+    // Answers to the worker's own requests are the evidence (the API's probes are not recorded
+    // as such, so an idle upstream is asked again each time). Down: the worker's probe loop is on
+    // it. Answered the worker lately: up. Otherwise ask, briefly; the answer is only reported.
+    let heard_lately = health.answered_since(i, RECENT);
+    let mut probe_error = None;
+    if health.is_up(i) && !heard_lately {
+        if let Err(e) = st.upstreams.models_within(i, PROBE_TIMEOUT).await {
+            probe_error = Some(e.to_string());
+        }
+    }
+    let report = health.report(i);
+    let known = st.upstreams.discovered(i);
+    let status = if report.state == HealthState::Up && probe_error.is_none() { "up" } else { "down" };
+    let mut v = json!({
+        "url": st.upstreams.specs()[i].shown(),
+        "status": status,
+        "health": report.state.as_str(),
+    });
+    if let Some(since) = report.down_since {
+        v["down_since"] = json!(since);
+    }
+    if let Some((models, at)) = known.models {
+        v["models"] = json!(models.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
+        v["models_age_seconds"] = json!(at.elapsed().as_secs());
+    }
+    if let Some(error) = probe_error.or(report.last_error).or(known.error) {
+        v["error"] = json!(error);
+    }
+    v
 }
 
 /// Prometheus metrics.

@@ -90,6 +90,38 @@ struct VllmPanel {
     tokens_per_second: Option<f64>,
     /// Requests of running batches not yet finished (`vllm_queue_depth`).
     queue_depth: Option<i64>,
+    /// Upstreams that are down now: this process's health (its embedded worker's evidence), and
+    /// with Prometheus, every worker's `vllm_upstream_up == 0`.
+    upstreams_down: Vec<DownUpstream>,
+}
+
+/// An upstream that is down.
+#[derive(Debug, Serialize, PartialEq)]
+struct DownUpstream {
+    /// Its index in `--upstream`.
+    upstream: usize,
+    /// Its URL, redacted; `null` when only Prometheus knows of it.
+    url: Option<String>,
+    /// Unix time it went down, where this process saw it.
+    since: Option<u64>,
+    error: Option<String>,
+}
+
+/// The upstreams this process finds down.
+fn down_here(st: &AppState) -> Vec<DownUpstream> {
+    let health = st.upstreams.health();
+    (0..health.len())
+        .filter(|&i| !health.is_up(i))
+        .map(|i| {
+            let report = health.report(i);
+            DownUpstream {
+                upstream: i,
+                url: Some(st.upstreams.specs()[i].shown()),
+                since: report.down_since,
+                error: report.last_error,
+            }
+        })
+        .collect()
 }
 
 async fn gpu_panel(State(st): State<AppState>) -> Result<Json<GpuPanel>> {
@@ -102,7 +134,7 @@ async fn gpu_panel(State(st): State<AppState>) -> Result<Json<GpuPanel>> {
 
 async fn vllm_panel(State(st): State<AppState>) -> Result<Json<VllmPanel>> {
     match &st.prometheus_url {
-        Some(url) => Ok(Json(vllm_from_prometheus(url).await?)),
+        Some(url) => Ok(Json(vllm_from_prometheus(&st, url).await?)),
         None => Ok(Json(vllm_from_process(&st).await?)),
     }
 }
@@ -137,6 +169,7 @@ async fn vllm_from_process(st: &AppState) -> Result<VllmPanel> {
         waiting: Some((queue_depth - running).max(0)),
         tokens_per_second: Some(m.throughput.get()),
         queue_depth: Some(queue_depth),
+        upstreams_down: down_here(st),
     })
 }
 
@@ -148,21 +181,34 @@ const WAITING: &str =
 const TOKENS_PER_SECOND: &str = "sum(rate(vllm:generation_tokens_total[1m])) or sum(vllm_throughput_tokens_per_second)";
 // Every API process reports the whole database's queue: take one, don't add them up.
 const QUEUE_DEPTH: &str = "max(vllm_queue_depth)";
+// Upstreams any worker finds down.
+const DOWN: &str = "min by (upstream) (vllm_upstream_up) == 0";
 
-async fn vllm_from_prometheus(url: &str) -> Result<VllmPanel> {
-    let (running, waiting, tokens, queue) = tokio::try_join!(
+async fn vllm_from_prometheus(st: &AppState, url: &str) -> Result<VllmPanel> {
+    let (running, waiting, tokens, queue, down) = tokio::try_join!(
         query(url, RUNNING),
         query(url, WAITING),
         query(url, TOKENS_PER_SECOND),
         query(url, QUEUE_DEPTH),
+        query(url, DOWN),
     )?;
     let count = |s: &[Sample]| scalar(s).map(|v| v.round() as i64);
+    let mut upstreams_down = down_here(st);
+    for sample in &down {
+        if let Ok(i) = sample.label("upstream").parse::<usize>() {
+            if !upstreams_down.iter().any(|d| d.upstream == i) {
+                let url = st.upstreams.specs().get(i).map(|s| s.shown());
+                upstreams_down.push(DownUpstream { upstream: i, url, since: None, error: None });
+            }
+        }
+    }
     Ok(VllmPanel {
         source: Source::Prometheus,
         running: count(&running),
         waiting: count(&waiting),
         tokens_per_second: scalar(&tokens),
         queue_depth: count(&queue),
+        upstreams_down,
     })
 }
 

@@ -291,6 +291,10 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long held chunks may take to finish before they are handed back.
     #[arg(long, env = "VLLM_BATCH_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
+    /// How long a new batch waits for model discovery (an upstream still loading, down, or too
+    /// busy to list its models) before it fails with `model_discovery_failed`.
+    #[arg(long, env = "VLLM_BATCH_MODEL_DISCOVERY_TIMEOUT", default_value = "10m", value_parser = duration)]
+    pub model_discovery_timeout: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

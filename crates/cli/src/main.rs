@@ -284,6 +284,7 @@ fn worker_config(w: &WorkerArgs, storage: &StorageArgs) -> WorkerConfig {
         lease: w.lease,
         poll_interval: w.poll_interval,
         drain_timeout: w.drain_timeout,
+        model_discovery_timeout: w.model_discovery_timeout,
         scratch_dir: storage.data_dir.clone(),
     }
 }

@@ -24,6 +24,8 @@ pub enum LineErrorCode {
     MissingModel,
     MismatchedModel,
     ModelNotFound,
+    /// No upstream could be asked for its models until the discovery deadline.
+    ModelDiscoveryFailed,
     EmptyFile,
     TooManyLines,
     LineTooLong,
@@ -42,6 +44,7 @@ impl LineErrorCode {
             LineErrorCode::MissingModel => "missing_model",
             LineErrorCode::MismatchedModel => "mismatched_model",
             LineErrorCode::ModelNotFound => "model_not_found",
+            LineErrorCode::ModelDiscoveryFailed => "model_discovery_failed",
             LineErrorCode::EmptyFile => "empty_file",
             LineErrorCode::TooManyLines => "too_many_lines",
             LineErrorCode::LineTooLong => "line_too_long",

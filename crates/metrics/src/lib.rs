@@ -8,4 +8,4 @@ pub mod sentry;
 pub mod throughput;
 
 pub use logging::{init_logging, LogFormat, LogGuard, LogOptions, Service};
-pub use registry::{metrics, Metrics, CONTENT_TYPE};
+pub use registry::{init_upstreams, metrics, Metrics, CONTENT_TYPE};

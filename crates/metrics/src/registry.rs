@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Batches: seconds to a day.
@@ -40,7 +40,7 @@ pub struct Metrics {
     pub requests_processed: IntCounterVec,
     /// `vllm_batch_processing_duration_seconds`: creation → terminal status.
     pub processing_duration: Histogram,
-    /// `vllm_queue_depth`: requests of running batches not yet dispatched.
+    /// `vllm_queue_depth`: requests of running batches not yet finished (waiting or on the wire).
     pub queue_depth: IntGauge,
     /// `vllm_queue_wait_time_seconds`: batch creation → first dispatch.
     pub queue_wait: Histogram,
@@ -71,6 +71,13 @@ pub struct Metrics {
     pub upstream_concurrency_limit: IntGaugeVec,
     /// `vllm_upstream_retries_total{reason}`.
     pub upstream_retries: IntCounterVec,
+    /// `vllm_upstream_up{upstream}`: 1 while the upstream is up, 0 while it is down (outage
+    /// evidence: refused or reset connections, 502/503/504, with no success between).
+    pub upstream_up: IntGaugeVec,
+    /// `vllm_upstream_down_seconds_total{upstream}`: time spent down.
+    pub upstream_down_seconds: CounterVec,
+    /// `vllm_upstream_outages_total{upstream}`: times the upstream went down.
+    pub upstream_outages: IntCounterVec,
     /// `vllm_upstream_errors_total{class}`: failed attempts by `4xx`, `5xx`, `connect`,
     /// `timeout`, `body`.
     pub upstream_errors: IntCounterVec,
@@ -134,7 +141,11 @@ impl Metrics {
             ),
             queue_depth: register(
                 &r,
-                IntGauge::new("vllm_queue_depth", "Requests of running batches not yet dispatched").unwrap(),
+                IntGauge::new(
+                    "vllm_queue_depth",
+                    "Requests of running batches not yet finished (waiting or in flight)",
+                )
+                .unwrap(),
             ),
             queue_wait: histogram(
                 &r,
@@ -207,6 +218,26 @@ impl Metrics {
                 "Upstream request retries by reason",
                 &["reason"],
             ),
+            upstream_up: int_gauge_vec(
+                &r,
+                "vllm_upstream_up",
+                "1 while the upstream is up, 0 while down",
+                &["upstream"],
+            ),
+            upstream_down_seconds: register(
+                &r,
+                CounterVec::new(
+                    Opts::new("vllm_upstream_down_seconds_total", "Seconds the upstream has been down"),
+                    &["upstream"],
+                )
+                .unwrap(),
+            ),
+            upstream_outages: counter_vec(
+                &r,
+                "vllm_upstream_outages_total",
+                "Times the upstream went down",
+                &["upstream"],
+            ),
             upstream_errors: counter_vec(
                 &r,
                 "vllm_upstream_errors_total",
@@ -254,6 +285,27 @@ impl Metrics {
         for s in ["completed", "failed"] {
             m.requests_processed.with_label_values(&[s]);
         }
+        // Every labelled counter an alert or panel reads exists at 0 before its first event, so
+        // a query on it reads 0 instead of "no data".
+        for kind in ERROR_TYPES {
+            m.errors.with_label_values(&[kind]);
+        }
+        for class in UPSTREAM_ERROR_CLASSES {
+            m.upstream_errors.with_label_values(&[class]);
+        }
+        for reason in RETRY_REASONS {
+            m.upstream_retries.with_label_values(&[reason]);
+        }
+        for status in ["completed", "lost", "released", "error"] {
+            m.chunks_processed.with_label_values(&[status]);
+        }
+        // The API families: the scrape that reads them is itself a request, counted once it has
+        // been answered — so the first scrape would lack them.
+        m.http_requests.with_label_values(&["GET", "/metrics", "200"]);
+        m.http_duration.with_label_values(&["GET", "/metrics"]);
+        for kind in API_ERROR_TYPES {
+            m.http_errors.with_label_values(&["unmatched", kind]);
+        }
         m
     }
 
@@ -268,6 +320,28 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
         String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+}
+
+/// The `type` label values of `vllm_errors_total`.
+pub const ERROR_TYPES: [&str; 4] = ["api", "upstream", "chunk", "finalize"];
+/// The `type` label values of `vllm_request_errors_total` (OpenAI's error types).
+pub const API_ERROR_TYPES: [&str; 4] = ["invalid_request_error", "requests", "upstream_error", "server_error"];
+/// The `class` label values of `vllm_upstream_errors_total`.
+pub const UPSTREAM_ERROR_CLASSES: [&str; 5] = ["4xx", "5xx", "connect", "timeout", "body"];
+/// The `reason` label values of `vllm_upstream_retries_total`.
+pub const RETRY_REASONS: [&str; 6] = ["status_408", "status_429", "status_5xx", "connect", "timeout", "body"];
+
+/// Sets the per-upstream series for upstreams `0..n` (up, 0 s down, no outage yet), so they
+/// exist from the first scrape.
+pub fn init_upstreams(n: usize) {
+    let m = metrics();
+    for i in 0..n {
+        let label = i.to_string();
+        m.upstream_up.with_label_values(&[&label]).set(1);
+        m.upstream_in_flight.with_label_values(&[&label]);
+        m.upstream_down_seconds.with_label_values(&[&label]);
+        m.upstream_outages.with_label_values(&[&label]);
     }
 }
 

@@ -1,9 +1,16 @@
 //! The upstream inference servers (vLLM or any OpenAI-compatible server): the `--upstream`
-//! list, one shared HTTP client carrying the optional API key, and model discovery through
-//! `GET /models`. Used by the API (for `/v1/models` and readiness) and by the worker (routing).
+//! list, one shared HTTP client carrying the optional API key, each upstream's health
+//! (`health.rs`), and model discovery through `GET /models` that keeps the last answer of an
+//! upstream that is slow or down. Used by the API (for `/v1/models` and readiness) and by the
+//! worker (routing).
+
+pub mod health;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use health::{Health, HealthReport, HealthState};
 
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +75,8 @@ struct ModelList {
 /// Why an upstream did not answer its model list.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    #[error("upstream {url} did not answer within {seconds} s")]
+    Timeout { url: String, seconds: u64 },
     #[error("upstream {url} unreachable: {source}")]
     Unreachable { url: String, source: reqwest::Error },
     #[error("upstream {url} answered {status} to GET /models")]
@@ -76,13 +85,28 @@ pub enum UpstreamError {
     NoneAnswered,
 }
 
-/// The configured upstreams and the HTTP client shared by every request to them.
+/// The configured upstreams and the HTTP client shared by every request to them. Clones share
+/// the health and the last known model lists.
 #[derive(Clone)]
 pub struct Upstreams {
     specs: Vec<UpstreamSpec>,
     client: reqwest::Client,
     api_key: Option<String>,
+    health: Arc<Health>,
+    known: Arc<Mutex<Vec<Discovered>>>,
 }
+
+/// What discovery last learnt of one upstream.
+#[derive(Debug, Clone, Default)]
+pub struct Discovered {
+    /// The models of its last answer, and when that was; `None` before any answer.
+    pub models: Option<(Vec<ModelInfo>, Instant)>,
+    /// Why the latest attempt failed (`None`: it answered).
+    pub error: Option<String>,
+}
+
+/// How long discovery waits for one upstream's model list.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The models each upstream serves, as discovered (explicit `MODEL=URL` pins included).
 #[derive(Debug, Clone, Default)]
@@ -100,7 +124,19 @@ impl Upstreams {
             .tcp_nodelay(true)
             .build()
             .expect("HTTP client builds");
-        Upstreams { specs, client, api_key }
+        let health = Arc::new(Health::new(specs.iter().map(UpstreamSpec::shown).collect()));
+        let known = Arc::new(Mutex::new(vec![Discovered::default(); specs.len()]));
+        Upstreams { specs, client, api_key, health, known }
+    }
+
+    /// Each upstream's health, shared by every clone.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// What discovery last learnt of upstream `i`.
+    pub fn discovered(&self, i: usize) -> Discovered {
+        self.known.lock().unwrap()[i].clone()
     }
 
     pub fn specs(&self) -> &[UpstreamSpec] {
@@ -121,39 +157,76 @@ impl Upstreams {
 
     /// `GET {base}/models` of one upstream.
     pub async fn models_of(&self, index: usize) -> Result<Vec<ModelInfo>, UpstreamError> {
+        self.models_within(index, DISCOVERY_TIMEOUT).await
+    }
+
+    /// `GET {base}/models` of one upstream, waiting at most `timeout`; the answer (or why there
+    /// was none) is remembered as what discovery knows of it.
+    pub async fn models_within(&self, index: usize, timeout: Duration) -> Result<Vec<ModelInfo>, UpstreamError> {
+        let answer = self.ask_models(index, timeout).await;
+        let mut known = self.known.lock().unwrap();
+        match &answer {
+            Ok(models) => known[index] = Discovered { models: Some((models.clone(), Instant::now())), error: None },
+            Err(e) => {
+                known[index].error = Some(e.to_string());
+                self.health.note_failure(index);
+            }
+        }
+        answer
+    }
+
+    async fn ask_models(&self, index: usize, timeout: Duration) -> Result<Vec<ModelInfo>, UpstreamError> {
         let url = format!("{}/models", self.specs[index].base_url);
         // Errors name the URL redacted, and reqwest's own error loses its copy of the URL.
         let shown = || format!("{}/models", self.specs[index].shown());
-        let unreachable =
-            |source: reqwest::Error| UpstreamError::Unreachable { url: shown(), source: source.without_url() };
-        let resp =
-            self.authorize(self.client.get(&url)).timeout(Duration::from_secs(10)).send().await.map_err(unreachable)?;
+        let failed = |source: reqwest::Error| {
+            if source.is_timeout() {
+                UpstreamError::Timeout { url: shown(), seconds: timeout.as_secs().max(1) }
+            } else {
+                UpstreamError::Unreachable { url: shown(), source: source.without_url() }
+            }
+        };
+        let resp = self.authorize(self.client.get(&url)).timeout(timeout).send().await.map_err(failed)?;
         if !resp.status().is_success() {
             return Err(UpstreamError::Status { url: shown(), status: resp.status().as_u16() });
         }
-        let list: ModelList = resp.json().await.map_err(unreachable)?;
+        let list: ModelList = resp.json().await.map_err(failed)?;
         Ok(list.data)
     }
 
-    /// Asks every upstream for its models. Fails only when none answered and no model is
-    /// pinned, so one upstream being down does not stop work for the others.
+    /// Asks every upstream for its models. An upstream that does not answer (down, or too busy
+    /// to answer in time) keeps its last known list — stale, with the error beside it — so a
+    /// slow answer never drops its models or sends their work elsewhere. Fails only when no
+    /// upstream has ever answered and no model is pinned.
     pub async fn discover(&self) -> Result<ModelMap, UpstreamError> {
         let answers = futures_util::future::join_all((0..self.specs.len()).map(|i| self.models_of(i))).await;
+        let known = self.known.lock().unwrap();
+        for (i, answer) in answers.into_iter().enumerate() {
+            if let Err(e) = answer {
+                let stale = known[i].models.as_ref().map(|(_, at)| at.elapsed().as_secs());
+                tracing::warn!(upstream = i, error = %e, stale_seconds = stale, "upstream did not list its models");
+            }
+        }
+        self.model_map(&known)
+    }
+
+    /// The routes of the last known model lists (and the pins).
+    pub fn known_models(&self) -> Result<ModelMap, UpstreamError> {
+        self.model_map(&self.known.lock().unwrap())
+    }
+
+    fn model_map(&self, known: &[Discovered]) -> Result<ModelMap, UpstreamError> {
         let mut map = ModelMap::default();
         let mut any = false;
-        for (i, answer) in answers.into_iter().enumerate() {
+        for (i, d) in known.iter().enumerate() {
             let pinned = self.specs[i].model.clone();
-            match answer {
-                Ok(models) => {
-                    any = true;
-                    for m in models {
-                        if pinned.as_ref().is_some_and(|p| p != &m.id) {
-                            continue;
-                        }
-                        map.add(i, m);
+            if let Some((models, _)) = &d.models {
+                any = true;
+                for m in models {
+                    if pinned.as_ref().is_none_or(|p| p == &m.id) {
+                        map.add(i, m.clone());
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "upstream did not list its models"),
             }
             if let Some(model) = pinned {
                 any = true;
@@ -165,6 +238,13 @@ impl Upstreams {
         } else {
             Err(UpstreamError::NoneAnswered)
         }
+    }
+
+    /// Whether the latest discovery of any upstream failed (its list may be stale or missing).
+    pub fn discovery_failing(&self) -> Option<String> {
+        let known = self.known.lock().unwrap();
+        let errors: Vec<String> = known.iter().filter_map(|d| d.error.clone()).collect();
+        (!errors.is_empty()).then(|| errors.join("; "))
     }
 }
 

@@ -8,8 +8,13 @@
 //! target. An upstream without those metrics gets latency-based AIMD instead: the limit grows
 //! by an eighth while latency stays near its best, and drops by a fifth when latency doubles
 //! (requests queueing).
+//!
+//! Start (and restart after an outage): the limit begins at `--min-in-flight`, because nothing is
+//! known of the upstream yet. The controller looks at once; an upstream with vLLM's metrics moves
+//! straight to `--max-in-flight` and is followed by its load from there, any other doubles while
+//! latency holds, up to `--max-in-flight` (slow start), before the additive increase.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +25,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub enum Concurrency {
     /// `max_in_flight`, always.
     Fixed,
-    /// Starts at `max_in_flight`, then follows the upstream within `min..=ceiling`.
+    /// Starts at `min` and doubles while latency holds up to `max_in_flight` (slow start) —
+    /// unless the upstream publishes vLLM's load metrics, which it then follows from
+    /// `max_in_flight` — within `min..=ceiling`; after an outage it starts again the same way.
     Adaptive { min: usize, ceiling: usize, interval: Duration },
 }
 
@@ -33,6 +40,10 @@ pub(crate) struct Limit {
     debt: AtomicUsize,
     latency_us: AtomicU64,
     completed: AtomicU64,
+    /// Doubling while latency holds (the latency fallback's slow start), until it first rises.
+    slow_start: AtomicBool,
+    /// Where slow start ends (`--max-in-flight`).
+    slow_start_until: AtomicUsize,
 }
 
 /// One in-flight slot; dropping it gives the slot back (or retires it after a shrink).
@@ -59,7 +70,17 @@ impl Limit {
             debt: AtomicUsize::new(0),
             latency_us: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            slow_start: AtomicBool::new(false),
+            slow_start_until: AtomicUsize::new(limit),
         })
+    }
+
+    /// Back to `floor` with slow start up to `until`: at start, and when an upstream comes back
+    /// from an outage (its capacity is unknown again).
+    pub(crate) fn restart(&self, floor: usize, until: usize) {
+        self.set(floor.max(1));
+        self.slow_start_until.store(until.max(floor), Ordering::Release);
+        self.slow_start.store(true, Ordering::Release);
     }
 
     pub(crate) fn current(&self) -> usize {
@@ -184,18 +205,29 @@ pub(crate) fn from_latency(
     in_flight: usize,
     mean: Duration,
     best: Duration,
-    min: usize,
-    ceiling: usize,
+    (min, ceiling): (usize, usize),
+    slow_start_until: Option<usize>,
 ) -> usize {
     let next = if mean > best * 2 {
         limit * 4 / 5
     } else if in_flight * 10 >= limit * 9 {
-        limit + (limit / 8).max(1)
+        // Slow start doubles (up to its end) until latency first rises; then the increase is
+        // additive.
+        match slow_start_until {
+            Some(until) if limit < until => (limit * 2).min(until),
+            _ => limit + (limit / 8).max(1),
+        }
     } else {
         limit
     };
     next.clamp(min, ceiling)
 }
+
+/// After this many failed reads of an upstream's `/metrics` in a row it is asked again only
+/// every [`METRICS_RETRY`] (another OpenAI-compatible server has none; a 404 every 500 ms helps
+/// nobody).
+const METRICS_MISSES: u32 = 3;
+const METRICS_RETRY: Duration = Duration::from_secs(300);
 
 /// Runs the controller of one upstream until `shutdown`.
 pub(crate) async fn control_loop(
@@ -211,11 +243,16 @@ pub(crate) async fn control_loop(
     gauge.set(limit.current() as i64);
     let mut best: Option<Duration> = None;
     let mut reported_fallback = false;
+    let (mut misses, mut metrics_again) = (0u32, tokio::time::Instant::now());
+    // The first look is at once: a vLLM is recognised (and its slow start skipped) before the
+    // first batch's requests go out.
+    let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = interval;
         let page = async {
             let resp = upstreams.authorize(upstreams.client().get(&url)).timeout(interval).send().await.ok()?;
             if !resp.status().is_success() {
@@ -223,11 +260,33 @@ pub(crate) async fn control_loop(
             }
             resp.text().await.ok()
         };
-        let load = page.await.as_deref().and_then(parse_load);
+        let load = if tokio::time::Instant::now() >= metrics_again {
+            let load = page.await.as_deref().and_then(parse_load);
+            if load.is_some() {
+                misses = 0;
+            } else {
+                misses += 1;
+                if misses >= METRICS_MISSES {
+                    metrics_again = tokio::time::Instant::now() + METRICS_RETRY;
+                }
+            }
+            load
+        } else {
+            None
+        };
         let mean = limit.take_mean_latency();
         let now = limit.current();
         let next = match (load, mean) {
-            (Some(load), _) => from_load(now, limit.in_flight(), load, min, ceiling),
+            (Some(load), _) => {
+                let next = from_load(now, limit.in_flight(), load, min, ceiling);
+                // A vLLM says how loaded it is, so its queue, not a slow start, guards it: start
+                // from `--max-in-flight` as before and follow its load from there.
+                if limit.slow_start.swap(false, Ordering::AcqRel) {
+                    next.max(limit.slow_start_until.load(Ordering::Acquire)).min(ceiling)
+                } else {
+                    next
+                }
+            }
             (None, Some(mean)) => {
                 if !reported_fallback {
                     tracing::info!(upstream = index, url = %vllm_batch_core::redact_url(&url), "no vLLM load metrics; adapting concurrency to latency");
@@ -236,7 +295,13 @@ pub(crate) async fn control_loop(
                 // The best latency seen, forgotten slowly so that a changed workload can reset it.
                 let b = best.map_or(mean, |b| (b + b / 100).min(mean));
                 best = Some(b);
-                from_latency(now, limit.in_flight(), mean, b, min, ceiling)
+                let until = limit.slow_start_until.load(Ordering::Acquire);
+                let slow = limit.slow_start.load(Ordering::Acquire).then_some(until);
+                let next = from_latency(now, limit.in_flight(), mean, b, (min, ceiling), slow);
+                if next < now || next >= until {
+                    limit.slow_start.store(false, Ordering::Release);
+                }
+                next
             }
             (None, None) => now,
         };
@@ -285,9 +350,14 @@ mod tests {
     #[test]
     fn latency_fallback_is_aimd() {
         let ms = Duration::from_millis;
-        assert_eq!(from_latency(100, 100, ms(30), ms(20), 8, 4096), 112);
-        assert_eq!(from_latency(100, 100, ms(50), ms(20), 8, 4096), 80);
-        assert_eq!(from_latency(100, 10, ms(20), ms(20), 8, 4096), 100);
+        assert_eq!(from_latency(100, 100, ms(30), ms(20), (8, 4096), None), 112);
+        assert_eq!(from_latency(100, 100, ms(50), ms(20), (8, 4096), None), 80);
+        assert_eq!(from_latency(100, 10, ms(20), ms(20), (8, 4096), None), 100);
+        // Slow start doubles while latency holds, up to its end, and stops when latency rises.
+        assert_eq!(from_latency(8, 8, ms(20), ms(20), (8, 4096), Some(256)), 16);
+        assert_eq!(from_latency(200, 200, ms(20), ms(20), (8, 4096), Some(256)), 256);
+        assert_eq!(from_latency(256, 256, ms(20), ms(20), (8, 4096), Some(256)), 288);
+        assert_eq!(from_latency(16, 16, ms(50), ms(20), (8, 4096), Some(256)), 12);
     }
 
     #[tokio::test]

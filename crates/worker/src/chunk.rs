@@ -199,13 +199,12 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
     let commit = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write_parts(rx, out, err, commit.clone()));
 
-    let upstream = s.router.pick(&lease.model);
     let usage = Arc::new(Mutex::new(Usage::default()));
     let mut tasks = JoinSet::new();
     for (custom_id, body) in lines {
         let (s, state, tx, usage) = (s.clone(), state.clone(), tx.clone(), usage.clone());
         tasks.spawn(async move {
-            let part = match send(&s, &state, upstream, body).await {
+            let part = match send(&s, &state, body).await {
                 Outcome::Success { status, request_id, body } => {
                     throughput().record(add_usage(&usage, &body));
                     state.completed.fetch_add(1, Ordering::Relaxed);

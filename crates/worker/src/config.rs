@@ -12,8 +12,8 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Lines per chunk, fixed at validation.
     pub chunk_size: usize,
-    /// Requests in flight to one upstream at once: the fixed limit, or where the adaptive
-    /// controller starts.
+    /// Requests in flight to one upstream at once with `Concurrency::Fixed` (the adaptive
+    /// controller starts at its `min` and ramps).
     pub max_in_flight: usize,
     pub concurrency: Concurrency,
     /// Most lines in one input file.
@@ -29,6 +29,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     pub poll_interval: Duration,
     pub drain_timeout: Duration,
+    /// How long validation waits for model discovery (an upstream down or too busy to list its
+    /// models) before it fails a batch whose model no upstream is known to serve.
+    pub model_discovery_timeout: Duration,
     /// Where validation spills sorted custom_id digests of files over 131,072 lines (24 bytes a
     /// line, in an anonymous file removed when validation ends).
     pub scratch_dir: PathBuf,
@@ -76,6 +79,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(30),
+            model_discovery_timeout: Duration::from_secs(600),
             scratch_dir: std::env::temp_dir(),
         }
     }

@@ -1,6 +1,13 @@
-//! Sending one request upstream: per-request timeout, retries with capped exponential backoff
-//! and full jitter honouring `Retry-After`, on connect errors, timeouts, 408, 429 and 5xx.
-//! Other 4xx answers are final.
+//! Sending one request upstream: to an upstream that serves its model and is up (waiting while
+//! none is), with a per-request timeout and retries with capped exponential backoff and full
+//! jitter honouring `Retry-After`, on connect errors, timeouts, 408, 429 and 5xx. Other 4xx
+//! answers are final.
+//!
+//! Failures that are evidence of an outage (refused or reset connections, 502/503/504: see
+//! `vllm_batch_upstream::health`) feed the upstream's health. Once it is down, a request that
+//! failed that way goes back to wait for an upstream of its model to be up — and does not spend
+//! its own retries: those are for what is the request's own fault (a 500 while the server
+//! answers others, its own timeout, a 429).
 
 use std::time::Duration;
 
@@ -29,25 +36,38 @@ enum Attempt {
     Transient {
         /// The `reason` label of the retry metric and `class` of the error metric.
         reason: &'static str,
+        /// Evidence against the server rather than this request.
+        outage: bool,
         message: String,
         retry_after: Option<Duration>,
         response: Option<(u16, String, Bytes)>,
     },
 }
 
-/// Sends `body` to `upstream`, retrying transient failures; holds an in-flight slot only while
-/// a request is actually on the wire.
-pub(crate) async fn send(s: &Shared, state: &ChunkState, upstream: usize, body: Bytes) -> Outcome {
-    let url = format!("{}{}", s.router.upstreams.specs()[upstream].base_url, state.lease.endpoint.upstream_path());
+/// Sends `body` to an upstream serving the chunk's model, retrying transient failures; holds an
+/// in-flight slot only while a request is actually on the wire.
+pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome {
+    let health = s.router.upstreams.health();
     let mut attempt: u32 = 0;
+    let mut on_the_wire = false;
     loop {
+        let upstream = match route(s, state).await {
+            Ok(upstream) => upstream,
+            Err(reason) => return Outcome::Stopped(reason),
+        };
         let permit = tokio::select! {
             p = s.router.acquire(upstream) => p,
             reason = state.stopped() => return Outcome::Stopped(reason),
         };
-        if attempt == 0 {
+        // It may have gone down while this request waited for a slot.
+        if !health.is_up(upstream) {
+            continue;
+        }
+        if !on_the_wire {
+            on_the_wire = true;
             state.dispatched(s);
         }
+        let url = format!("{}{}", s.router.upstreams.specs()[upstream].base_url, state.lease.endpoint.upstream_path());
         let in_flight = metrics().upstream_in_flight.with_label_values(&[&upstream.to_string()]);
         in_flight.inc();
         let started = std::time::Instant::now();
@@ -57,11 +77,25 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, upstream: usize, body: 
         s.router.limits()[upstream].record(took);
         in_flight.dec();
         drop(permit);
-        let (reason, message, retry_after, response) = match result {
-            Attempt::Done(outcome) => return outcome,
-            Attempt::Transient { reason, message, retry_after, response } => (reason, message, retry_after, response),
+        let (reason, outage, message, retry_after, response) = match result {
+            Attempt::Done(outcome) => {
+                health.record_answer(upstream);
+                return outcome;
+            }
+            Attempt::Transient { reason, outage, message, retry_after, response } => {
+                (reason, outage, message, retry_after, response)
+            }
         };
         metrics().upstream_errors.with_label_values(&[error_class(reason)]).inc();
+        if outage {
+            if health.record_outage(upstream, &message) {
+                // The upstream is down: wait for one of the model's upstreams, retries unspent.
+                tracing::debug!(upstream, %message, "request failed in an outage; it waits for an upstream");
+                continue;
+            }
+        } else {
+            health.record_answer(upstream);
+        }
         if attempt >= s.config.max_retries {
             return Outcome::Failure {
                 code: "upstream_error",
@@ -80,6 +114,26 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, upstream: usize, body: 
     }
 }
 
+/// An upstream that serves the chunk's model and is up, waiting (without a deadline of its own:
+/// cancel and the completion window end the wait) until there is one.
+async fn route(s: &Shared, state: &ChunkState) -> Result<usize, StopReason> {
+    let health = s.router.upstreams.health();
+    loop {
+        // Subscribed before looking, so a change between the look and the wait is not missed.
+        let mut changed = health.subscribe();
+        changed.borrow_and_update();
+        if let Some(upstream) = s.router.pick(&state.lease.model) {
+            return Ok(upstream);
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            // A safety net: routes also change when discovery runs.
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            reason = state.stopped() => return Err(reason),
+        }
+    }
+}
+
 async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
     let req = s
         .router
@@ -90,7 +144,12 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         .body(body);
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return transient(error_reason(&e), describe(e), None, None),
+        // A connection refused, reset or timed out is the server's; the request's own time
+        // limit running out is the request's.
+        Err(e) => {
+            let outage = e.is_connect() || !e.is_timeout();
+            return transient(error_reason(&e), outage, describe(e), None, None);
+        }
     };
     let status = resp.status();
     let request_id = resp
@@ -108,14 +167,23 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
     let bytes = match resp.bytes().await {
         Ok(b) => b,
-        Err(e) => return transient("body", format!("reading the response failed: {}", describe(e)), None, None),
+        Err(e) => {
+            let outage = !e.is_timeout();
+            return transient("body", outage, format!("reading the response failed: {}", describe(e)), None, None);
+        }
     };
     let is_json = serde_json::from_slice::<&serde_json::value::RawValue>(&bytes).is_ok();
     if status.is_success() {
         if is_json {
             return Attempt::Done(Outcome::Success { status: status.as_u16(), request_id, body: bytes });
         }
-        return transient("body", format!("upstream answered {status} with a body that is not JSON"), None, None);
+        return transient(
+            "body",
+            false,
+            format!("upstream answered {status} with a body that is not JSON"),
+            None,
+            None,
+        );
     }
     let message = upstream_message(&bytes).unwrap_or_else(|| format!("upstream answered {status}"));
     let body = if is_json { bytes } else { Bytes::from(serde_json::to_vec(&String::from_utf8_lossy(&bytes)).unwrap()) };
@@ -129,16 +197,20 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
             return Attempt::Done(Outcome::Failure { code: "invalid_request", message, response });
         }
     };
-    transient(reason, message, retry_after, response)
+    // What a proxy answers for a backend that is gone.
+    let outage =
+        matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT);
+    transient(reason, outage, message, retry_after, response)
 }
 
 fn transient(
     reason: &'static str,
+    outage: bool,
     message: String,
     retry_after: Option<Duration>,
     response: Option<(u16, String, Bytes)>,
 ) -> Attempt {
-    Attempt::Transient { reason, message, retry_after, response }
+    Attempt::Transient { reason, outage, message, retry_after, response }
 }
 
 fn error_reason(e: &reqwest::Error) -> &'static str {

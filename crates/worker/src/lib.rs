@@ -8,6 +8,7 @@ mod config;
 mod dedup;
 mod dispatch;
 mod finalize;
+mod probe;
 mod routing;
 mod validate;
 
@@ -96,7 +97,14 @@ impl Worker {
         let drained = CancellationToken::new();
         tasks.spawn(heartbeat_loop(s.clone(), drained.clone()).instrument(tracing::info_span!("heartbeat")));
         tasks.spawn(s.router.clone().refresh_loop(shutdown.clone()).instrument(tracing::info_span!("routing")));
+        vllm_batch_metrics::init_upstreams(s.router.limits().len());
         for (i, limit) in s.router.limits().iter().enumerate() {
+            let probe = probe::probe_loop(s.clone(), i, shutdown.clone());
+            tasks.spawn(probe.instrument(tracing::info_span!("probe", upstream = i)));
+            if let Concurrency::Adaptive { min, .. } = s.config.concurrency {
+                // Slow start: the upstream's capacity is not known yet.
+                limit.restart(min, s.config.max_in_flight);
+            }
             let gauge = m.upstream_concurrency_limit.with_label_values(&[&i.to_string()]);
             gauge.set(limit.current() as i64);
             if let Concurrency::Adaptive { min, ceiling, interval } = s.config.concurrency {

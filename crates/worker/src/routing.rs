@@ -34,9 +34,11 @@ impl Router {
         }
     }
 
-    /// In-flight requests the worker can have across all upstreams now.
+    /// In-flight requests the worker can have across the upstreams that are up now (a down
+    /// upstream's slots do not count, so claiming ahead stops while it is down).
     pub fn total_capacity(&self) -> usize {
-        self.limits.iter().map(|l| l.current()).sum()
+        let health = self.upstreams.health();
+        self.limits.iter().enumerate().filter(|(i, _)| health.is_up(*i)).map(|(_, l)| l.current()).sum()
     }
 
     /// The in-flight limit of each upstream.
@@ -44,7 +46,9 @@ impl Router {
         &self.limits
     }
 
-    /// Asks the upstreams for their models now and remembers the answer.
+    /// Asks the upstreams for their models now and remembers the answer. An upstream that does
+    /// not answer keeps its last known models (see `Upstreams::discover`), so a slow discovery
+    /// never unloads a model or reroutes its work.
     pub async fn discover(&self) -> Result<ModelMap, UpstreamError> {
         let map = self.upstreams.discover().await?;
         let m = vllm_batch_metrics::metrics();
@@ -62,6 +66,8 @@ impl Router {
         }
         drop(seen);
         *self.map.write().unwrap() = map.clone();
+        // Requests waiting for a route look again.
+        self.upstreams.health().notify();
         Ok(map)
     }
 
@@ -77,15 +83,13 @@ impl Router {
         }
     }
 
-    /// The upstream for `model` with the most free room; with a single upstream, that one.
-    pub fn pick(&self, model: &str) -> usize {
+    /// An upstream that serves `model` and is up, the one with the most free room; `None` when
+    /// none is (every server of the model is down, or none is known to serve it yet). Never
+    /// another upstream's: a chunk waits rather than go where its model is not served.
+    pub fn pick(&self, model: &str) -> Option<usize> {
         let map = self.map.read().unwrap();
-        match map.routes.get(model) {
-            Some(candidates) if !candidates.is_empty() => {
-                *candidates.iter().max_by_key(|&&i| self.limits[i].available()).expect("non-empty")
-            }
-            _ => 0,
-        }
+        let health = self.upstreams.health();
+        map.routes.get(model)?.iter().copied().filter(|&i| health.is_up(i)).max_by_key(|&i| self.limits[i].available())
     }
 
     pub async fn acquire(&self, upstream: usize) -> Slot {

@@ -182,17 +182,48 @@ async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, Strin
     let Some((model, first_line)) = model else {
         return invalid(err(LineErrorCode::EmptyFile, "The input file has no requests", Some("input_file_id"), None));
     };
-    let served = s.router.discover().await.map_err(|e| e.to_string())?;
-    if !served.routes.contains_key(&model) {
-        let known: Vec<_> = served.routes.keys().cloned().collect();
+    // A model missing from the lists is "not found" only when every upstream answered: while one
+    // is down or too slow to list its models, the batch waits (the job is handed back and tried
+    // again) until the discovery deadline, and then fails saying discovery failed.
+    let served = s.router.discover().await;
+    let failing = s.router.upstreams.discovery_failing();
+    if served.as_ref().is_ok_and(|m| m.routes.contains_key(&model)) {
+        return Ok(ValidationOutcome::Valid { model, total: total as i64, chunks });
+    }
+    if let Some(failing) = failing {
+        let age = batch_age(s, job).await;
+        if age < s.config.model_discovery_timeout {
+            return Err(format!(
+                "model {model:?} is not in the model lists known so far and discovery failed ({failing}); \
+                 waiting for the upstreams (batch age {} s)",
+                age.as_secs()
+            ));
+        }
         return invalid(err(
-            LineErrorCode::ModelNotFound,
-            format!("Model {model:?} is not served by any upstream (served: {})", known.join(", ")),
+            LineErrorCode::ModelDiscoveryFailed,
+            format!(
+                "Model discovery failed for {} s, so no upstream is known to serve {model:?}: {failing}",
+                age.as_secs()
+            ),
             Some("body.model"),
             Some(first_line),
         ));
     }
-    Ok(ValidationOutcome::Valid { model, total: total as i64, chunks })
+    let known: Vec<_> = served.map(|m| m.routes.into_keys().collect()).unwrap_or_default();
+    invalid(err(
+        LineErrorCode::ModelNotFound,
+        format!("Model {model:?} is not served by any upstream (served: {})", known.join(", ")),
+        Some("body.model"),
+        Some(first_line),
+    ))
+}
+
+/// How long ago the batch was created (zero if it cannot be read).
+async fn batch_age(s: &Shared, job: &BatchJob) -> std::time::Duration {
+    match s.store.get_batch(&job.batch_id, None).await {
+        Ok(Some(b)) => std::time::Duration::from_secs((vllm_batch_core::time::unix_now() - b.created_at).max(0) as u64),
+        _ => std::time::Duration::ZERO,
+    }
 }
 
 /// The input file's lines, as validation reads them.

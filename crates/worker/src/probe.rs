@@ -1,0 +1,73 @@
+//! Bringing a down upstream back: while an upstream is down (see `vllm_batch_upstream::health`)
+//! nothing is sent to it, and this loop asks it `GET …/models` with backoff (0.5 s doubling to
+//! 10 s). The first answer marks it up; the adaptive in-flight limit then restarts low and ramps
+//! as at start, so a server that just loaded is not hit with the whole backlog at once. Time
+//! spent down is counted in `vllm_upstream_down_seconds_total`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use vllm_batch_metrics::metrics;
+
+use crate::{Concurrency, Shared};
+
+const FIRST_PROBE: Duration = Duration::from_millis(500);
+const LONGEST_WAIT: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Probes upstream `i` whenever it is down, until `shutdown`.
+pub(crate) async fn probe_loop(s: Arc<Shared>, i: usize, shutdown: CancellationToken) {
+    let health = s.router.upstreams.health().clone();
+    let label = i.to_string();
+    loop {
+        // Wait for the upstream to go down.
+        let mut changed = health.subscribe();
+        changed.borrow_and_update();
+        if health.is_up(i) {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = changed.changed() => continue,
+            }
+        }
+        let mut wait = FIRST_PROBE;
+        let mut counted = Instant::now();
+        while !health.is_up(i) {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+                // An answer to a request that was still on the wire also brings it back.
+                _ = changed.changed() => {}
+            }
+            metrics().upstream_down_seconds.with_label_values(&[&label]).inc_by(counted.elapsed().as_secs_f64());
+            counted = Instant::now();
+            if health.is_up(i) {
+                break;
+            }
+            health.probing(i);
+            match s.router.upstreams.models_within(i, PROBE_TIMEOUT).await {
+                Ok(_) => health.record_answer(i),
+                Err(e) => {
+                    tracing::debug!(upstream = i, error = %e, ?wait, "upstream still down");
+                    health.probe_failed(i, &e.to_string());
+                    wait = (wait * 2).min(LONGEST_WAIT);
+                }
+            }
+        }
+        metrics().upstream_down_seconds.with_label_values(&[&label]).inc_by(counted.elapsed().as_secs_f64());
+        restart_low(&s, i);
+        // The routes may have changed while it was down (a new model version).
+        if let Err(e) = s.router.discover().await {
+            tracing::warn!(error = %e, "model discovery after the upstream came back failed");
+        }
+    }
+}
+
+/// After an outage, the adaptive limit starts again from its floor and ramps (slow start).
+fn restart_low(s: &Shared, i: usize) {
+    if let Concurrency::Adaptive { min, .. } = s.config.concurrency {
+        let limit = &s.router.limits()[i];
+        limit.restart(min, s.config.max_in_flight);
+        metrics().upstream_concurrency_limit.with_label_values(&[&i.to_string()]).set(limit.current() as i64);
+    }
+}
