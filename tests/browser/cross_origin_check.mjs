@@ -14,7 +14,7 @@
 // Prints one JSON line `RESULT {...}` with what each attempt saw; the Rust test judges it and
 // checks through the API that nothing was uploaded. Exit status 0 when the script ran.
 import http from 'node:http';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const BASE_URL = (process.env.BASE_URL || '').replace(/\/$/, '');
 if (!BASE_URL) {
@@ -49,20 +49,7 @@ const server = http.createServer((req, res) => {
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const attackerOrigin = `http://127.0.0.1:${server.address().port}`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--host-resolver-rules=MAP attacker.example 127.0.0.1',
-  ],
-});
+const browser = await launchChromium(['--host-resolver-rules=MAP attacker.example 127.0.0.1']);
 const result = {};
 try {
   const page = await browser.newPage();

@@ -11,7 +11,7 @@
 // CHROMIUM (default /usr/bin/chromium). Exit status 0 when every check passed.
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 function need(name) {
   const value = process.env[name];
@@ -46,19 +46,7 @@ async function until(what, read, good, timeoutMs = 45000) {
   }
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await launchChromium([]);
 const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, acceptDownloads: true });
 const page = await context.newPage();
 page.setDefaultTimeout(45000);

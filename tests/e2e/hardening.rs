@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::{create_key, keys};
+use crate::hostile::still_serves;
 use crate::support::*;
 
 /// A peak resident size the server stays under while refusing the oversized heads below
@@ -61,14 +62,6 @@ async fn endless_head(base: &str, head_bytes: usize) -> Refusal {
     let status = text.strip_prefix("HTTP/1.1 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok());
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Refusal { sent, status, body }
-}
-
-/// `/health` answers and a good batch still runs to completion.
-async fn still_serves(c: &Client) {
-    assert_eq!(c.get("/health").await.status, 200);
-    let id = c.submit(&chat_lines(3)).await;
-    let done = c.wait_terminal(&id, MINUTE).await;
-    assert_eq!(done["status"], "completed", "{done}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

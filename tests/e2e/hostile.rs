@@ -56,7 +56,7 @@ fn message_at(batch: &Value, line: u64) -> String {
 }
 
 /// `/health` answers and a good batch still runs to completion.
-async fn still_serves(c: &Client) {
+pub(crate) async fn still_serves(c: &Client) {
     let h = c.get("/health").await;
     assert_eq!(h.status, 200, "{}", h.body);
     let id = c.submit(&chat_lines(3)).await;
