@@ -298,11 +298,34 @@ async fn serve_api(http: &HttpArgs, state: AppState, shutdown: CancellationToken
     let limits = ServerLimits {
         header_read_timeout: http.header_read_timeout,
         body_idle_timeout: http.body_idle_timeout,
-        max_connections: http.max_connections as usize,
+        max_connections: connection_bound(http.max_connections as usize),
         drain_timeout: http.api_drain_timeout,
     };
     vllm_batch_api::server::serve(listener, vllm_batch_api::router(state), limits, shutdown).await;
     Ok(())
+}
+
+/// `--max-connections`, kept 64 below the process's open-file limit (the database, files and
+/// upstream connections need descriptors too): past the limit `accept` fails and nothing is
+/// answered, where below the bound new clients merely wait in the backlog.
+fn connection_bound(configured: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse::<usize>().ok()
+    });
+    match soft {
+        Some(soft) if configured + 64 > soft => {
+            let bound = soft.saturating_sub(64).max(16);
+            tracing::warn!(
+                configured,
+                open_file_limit = soft,
+                bound,
+                "--max-connections is above what the open-file limit allows; serving at most {bound} connections"
+            );
+            bound
+        }
+        _ => configured,
+    }
 }
 
 /// A standalone worker's own `/metrics` and `/health`, on its metrics port.
