@@ -436,3 +436,16 @@ async fn verbose_health_needs_a_key_or_the_metrics_token_once_keys_exist() {
     let ready = anonymous.get("/ready").await;
     assert!(ready.body.get("queue").is_none(), "{}", ready.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_every_ipv6_address_counts_ipv4_loopback_as_loopback() {
+    let sim = default_sim().await;
+    // Bound to `::`, the server sees IPv4 clients as `::ffff:127.0.0.1`.
+    let app = serve(&sim, &["--host", "::"]);
+    let port = app.proc.base.as_ref().unwrap().rsplit(':').next().unwrap().to_string();
+    for base in [format!("http://127.0.0.1:{port}"), format!("http://[::1]:{port}")] {
+        let c = Client::new(base.clone());
+        let files = c.get("/v1/files").await;
+        assert_eq!(files.status, 200, "{base}: a loopback client without keys is served: {}", files.body);
+    }
+}
