@@ -36,12 +36,26 @@ enum Attempt {
     Transient {
         /// The `reason` label of the retry metric and `class` of the error metric.
         reason: &'static str,
-        /// Evidence against the server rather than this request.
-        outage: bool,
+        /// Whose fault it is.
+        blame: Blame,
         message: String,
         retry_after: Option<Duration>,
         response: Option<(u16, String, Bytes)>,
     },
+}
+
+/// Whose fault a transient failure is, which decides whether it spends the request's retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blame {
+    /// The request's own: a 500 or 429 while the server answers others, its own time limit, a
+    /// body that is not JSON. Spends a retry.
+    Request,
+    /// The server's, mid-answer: a connection reset or closed before the answer was complete.
+    /// Outage evidence; spends a retry only while the upstream is not (yet) down.
+    Server,
+    /// The server cannot be reached: a refused or timed-out connection, a 502/503/504 (what a
+    /// proxy answers for a backend that is gone). Outage evidence; never spends a retry.
+    Unreachable,
 }
 
 /// Sends `body` to an upstream serving the chunk's model, retrying transient failures; holds an
@@ -49,9 +63,13 @@ enum Attempt {
 pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome {
     let health = s.router.upstreams.health();
     let mut attempt: u32 = 0;
+    // Waits after failures that spent no retry (the server unreachable before it is known down).
+    let mut unspent: u32 = 0;
     let mut on_the_wire = false;
+    // The upstream this request last failed on: another one of its model is preferred next.
+    let mut avoid = None;
     loop {
-        let upstream = match route(s, state).await {
+        let upstream = match route(s, state, avoid).await {
             Ok(upstream) => upstream,
             Err(reason) => return Outcome::Stopped(reason),
         };
@@ -77,24 +95,37 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome
         s.router.limits()[upstream].record(took);
         in_flight.dec();
         drop(permit);
-        let (reason, outage, message, retry_after, response) = match result {
+        let (reason, blame, message, retry_after, response) = match result {
             Attempt::Done(outcome) => {
                 health.record_answer(upstream);
                 return outcome;
             }
-            Attempt::Transient { reason, outage, message, retry_after, response } => {
-                (reason, outage, message, retry_after, response)
+            Attempt::Transient { reason, blame, message, retry_after, response } => {
+                (reason, blame, message, retry_after, response)
             }
         };
         metrics().upstream_errors.with_label_values(&[error_class(reason)]).inc();
-        if outage {
-            if health.record_outage(upstream, &message) {
+        if blame == Blame::Request {
+            health.record_answer(upstream);
+        } else {
+            avoid = Some(upstream);
+            let down = health.record_outage(upstream, &message);
+            if down {
                 // The upstream is down: wait for one of the model's upstreams, retries unspent.
                 tracing::debug!(upstream, %message, "request failed in an outage; it waits for an upstream");
                 continue;
             }
-        } else {
-            health.record_answer(upstream);
+            if blame == Blame::Unreachable {
+                // Not known down yet (answers still come from requests already on the wire, or
+                // this is one of the first failures): wait a little and go again, unspent.
+                let wait = backoff(s, unspent, None);
+                unspent += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    reason = state.stopped() => return Outcome::Stopped(reason),
+                }
+                continue;
+            }
         }
         if attempt >= s.config.max_retries {
             return Outcome::Failure {
@@ -116,13 +147,13 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome
 
 /// An upstream that serves the chunk's model and is up, waiting (without a deadline of its own:
 /// cancel and the completion window end the wait) until there is one.
-async fn route(s: &Shared, state: &ChunkState) -> Result<usize, StopReason> {
+async fn route(s: &Shared, state: &ChunkState, avoid: Option<usize>) -> Result<usize, StopReason> {
     let health = s.router.upstreams.health();
     loop {
         // Subscribed before looking, so a change between the look and the wait is not missed.
         let mut changed = health.subscribe();
         changed.borrow_and_update();
-        if let Some(upstream) = s.router.pick(&state.lease.model) {
+        if let Some(upstream) = s.router.pick(&state.lease.model, avoid) {
             return Ok(upstream);
         }
         tokio::select! {
@@ -144,11 +175,17 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         .body(body);
     let resp = match req.send().await {
         Ok(r) => r,
-        // A connection refused, reset or timed out is the server's; the request's own time
-        // limit running out is the request's.
+        // A connection refused or timed out: the server is unreachable; reset or closed early:
+        // the server's; the request's own time limit running out: the request's.
         Err(e) => {
-            let outage = e.is_connect() || !e.is_timeout();
-            return transient(error_reason(&e), outage, describe(e), None, None);
+            let blame = if e.is_connect() {
+                Blame::Unreachable
+            } else if e.is_timeout() {
+                Blame::Request
+            } else {
+                Blame::Server
+            };
+            return transient(error_reason(&e), blame, describe(e), None, None);
         }
     };
     let status = resp.status();
@@ -168,8 +205,8 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
     let bytes = match resp.bytes().await {
         Ok(b) => b,
         Err(e) => {
-            let outage = !e.is_timeout();
-            return transient("body", outage, format!("reading the response failed: {}", describe(e)), None, None);
+            let blame = if e.is_timeout() { Blame::Request } else { Blame::Server };
+            return transient("body", blame, format!("reading the response failed: {}", describe(e)), None, None);
         }
     };
     let is_json = serde_json::from_slice::<&serde_json::value::RawValue>(&bytes).is_ok();
@@ -179,7 +216,7 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         }
         return transient(
             "body",
-            false,
+            Blame::Request,
             format!("upstream answered {status} with a body that is not JSON"),
             None,
             None,
@@ -198,19 +235,21 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         }
     };
     // What a proxy answers for a backend that is gone.
-    let outage =
-        matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT);
-    transient(reason, outage, message, retry_after, response)
+    let blame = match status {
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => Blame::Unreachable,
+        _ => Blame::Request,
+    };
+    transient(reason, blame, message, retry_after, response)
 }
 
 fn transient(
     reason: &'static str,
-    outage: bool,
+    blame: Blame,
     message: String,
     retry_after: Option<Duration>,
     response: Option<(u16, String, Bytes)>,
 ) -> Attempt {
-    Attempt::Transient { reason, outage, message, retry_after, response }
+    Attempt::Transient { reason, blame, message, retry_after, response }
 }
 
 fn error_reason(e: &reqwest::Error) -> &'static str {

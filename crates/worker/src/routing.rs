@@ -83,13 +83,16 @@ impl Router {
         }
     }
 
-    /// An upstream that serves `model` and is up, the one with the most free room; `None` when
-    /// none is (every server of the model is down, or none is known to serve it yet). Never
-    /// another upstream's: a chunk waits rather than go where its model is not served.
-    pub fn pick(&self, model: &str) -> Option<usize> {
+    /// An upstream that serves `model` and is up, the one with the most free room — other than
+    /// `avoid` (where the request just failed) when there is another; `None` when none is up
+    /// (every server of the model is down, or none is known to serve it yet). Never another
+    /// model's upstream: a request waits rather than go where its model is not served.
+    pub fn pick(&self, model: &str, avoid: Option<usize>) -> Option<usize> {
         let map = self.map.read().unwrap();
         let health = self.upstreams.health();
-        map.routes.get(model)?.iter().copied().filter(|&i| health.is_up(i)).max_by_key(|&i| self.limits[i].available())
+        let up: Vec<usize> = map.routes.get(model)?.iter().copied().filter(|&i| health.is_up(i)).collect();
+        let best = |from: &mut dyn Iterator<Item = usize>| from.max_by_key(|&i| self.limits[i].available());
+        best(&mut up.iter().copied().filter(|&i| Some(i) != avoid)).or_else(|| best(&mut up.iter().copied()))
     }
 
     pub async fn acquire(&self, upstream: usize) -> Slot {
