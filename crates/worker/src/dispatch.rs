@@ -7,7 +7,8 @@
 //! `vllm_batch_upstream::health`) feed the upstream's health. Once it is down, a request that
 //! failed that way goes back to wait for an upstream of its model to be up — and does not spend
 //! its own retries: those are for what is the request's own fault (a 500 while the server
-//! answers others, its own timeout, a 429).
+//! answers others, its own timeout, a 429). An unreachable server (refused connection, 502/503/
+//! 504) never costs a retry even before it is known down; see `Blame`.
 
 use std::time::Duration;
 
