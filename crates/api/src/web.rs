@@ -96,7 +96,7 @@ struct VllmPanel {
 }
 
 /// An upstream that is down.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize)]
 struct DownUpstream {
     /// Its index in `--upstream`.
     upstream: usize,
@@ -110,7 +110,7 @@ struct DownUpstream {
 /// The upstreams this process finds down.
 fn down_here(st: &AppState) -> Vec<DownUpstream> {
     let health = st.upstreams.health();
-    (0..health.len())
+    (0..st.upstreams.specs().len())
         .filter(|&i| !health.is_up(i))
         .map(|i| {
             let report = health.report(i);

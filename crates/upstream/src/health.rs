@@ -14,15 +14,13 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use tokio::sync::watch;
 
 /// Outage failures in a row, with no answer between, that make an upstream down.
 pub const DOWN_AFTER: u32 = 3;
 
 /// Where an upstream stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthState {
     /// Requests go to it.
     Up,
@@ -43,15 +41,13 @@ impl HealthState {
 }
 
 /// What health answers show of one upstream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct HealthReport {
     pub state: HealthState,
     /// Unix time (s) the upstream went down; `None` while up.
     pub down_since: Option<u64>,
     /// The failure that took it down, or the last probe's.
     pub last_error: Option<String>,
-    /// Seconds since the last answer from it (`None`: none yet).
-    pub last_answer_seconds_ago: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -95,14 +91,6 @@ impl Health {
             })
             .collect();
         Health { entries, changed: watch::channel(0).0, shown }
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     pub fn state(&self, i: usize) -> HealthState {
@@ -218,18 +206,12 @@ impl Health {
         e.last_error = Some(error.to_string());
     }
 
-    /// How long the upstream has been down (`None` while up).
-    pub fn down_for(&self, i: usize) -> Option<Duration> {
-        self.entries[i].lock().unwrap().down_since.map(|(at, _)| at.elapsed())
-    }
-
     pub fn report(&self, i: usize) -> HealthReport {
         let e = self.entries[i].lock().unwrap();
         HealthReport {
             state: e.state,
             down_since: e.down_since.map(|(_, unix)| unix),
             last_error: e.last_error.clone(),
-            last_answer_seconds_ago: e.last_answer.map(|at| (at.elapsed().as_secs_f64() * 10.0).round() / 10.0),
         }
     }
 }

@@ -210,11 +210,6 @@ impl Upstreams {
         self.model_map(&known)
     }
 
-    /// The routes of the last known model lists (and the pins).
-    pub fn known_models(&self) -> Result<ModelMap, UpstreamError> {
-        self.model_map(&self.known.lock().unwrap())
-    }
-
     fn model_map(&self, known: &[Discovered]) -> Result<ModelMap, UpstreamError> {
         let mut map = ModelMap::default();
         let mut any = false;

@@ -101,10 +101,8 @@ impl Worker {
         for (i, limit) in s.router.limits().iter().enumerate() {
             let probe = probe::probe_loop(s.clone(), i, shutdown.clone());
             tasks.spawn(probe.instrument(tracing::info_span!("probe", upstream = i)));
-            if let Concurrency::Adaptive { min, .. } = s.config.concurrency {
-                // Slow start: the upstream's capacity is not known yet.
-                limit.restart(min, s.config.max_in_flight);
-            }
+            // Slow start: the upstream's capacity is not known yet.
+            probe::restart_low(&s, i);
             let gauge = m.upstream_concurrency_limit.with_label_values(&[&i.to_string()]);
             gauge.set(limit.current() as i64);
             if let Concurrency::Adaptive { min, ceiling, interval } = s.config.concurrency {

@@ -63,8 +63,9 @@ pub(crate) async fn probe_loop(s: Arc<Shared>, i: usize, shutdown: CancellationT
     }
 }
 
-/// After an outage, the adaptive limit starts again from its floor and ramps (slow start).
-fn restart_low(s: &Shared, i: usize) {
+/// At start and after an outage, the adaptive limit starts from its floor and ramps (slow
+/// start): the upstream's capacity is not known.
+pub(crate) fn restart_low(s: &Shared, i: usize) {
     if let Concurrency::Adaptive { min, .. } = s.config.concurrency {
         let limit = &s.router.limits()[i];
         limit.restart(min, s.config.max_in_flight);

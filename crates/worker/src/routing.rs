@@ -90,9 +90,10 @@ impl Router {
     pub fn pick(&self, model: &str, avoid: Option<usize>) -> Option<usize> {
         let map = self.map.read().unwrap();
         let health = self.upstreams.health();
-        let up: Vec<usize> = map.routes.get(model)?.iter().copied().filter(|&i| health.is_up(i)).collect();
-        let best = |from: &mut dyn Iterator<Item = usize>| from.max_by_key(|&i| self.limits[i].available());
-        best(&mut up.iter().copied().filter(|&i| Some(i) != avoid)).or_else(|| best(&mut up.iter().copied()))
+        let routes = map.routes.get(model)?;
+        let up = || routes.iter().copied().filter(|&i| health.is_up(i));
+        let room = |&i: &usize| self.limits[i].available();
+        up().filter(|&i| Some(i) != avoid).max_by_key(room).or_else(|| up().max_by_key(room))
     }
 
     pub async fn acquire(&self, upstream: usize) -> Slot {
