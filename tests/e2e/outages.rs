@@ -139,7 +139,8 @@ async fn a_model_served_twice_fails_over_when_one_server_dies() {
     check_exactly_once(&done, &out, &err, n);
     assert!(err.is_empty(), "0 failed: {:?}", err.first());
     assert!(b.stats().requests_received > b_before, "the survivor took the rest");
-    assert_eq!(metric(c, "vllm_upstream_up{upstream=\"0\"}").await, Some(0.0));
+    let logs = || app.proc.logs().into_iter().filter(|l| l.contains("upstream")).collect::<Vec<_>>().join("\n");
+    assert_eq!(metric(c, "vllm_upstream_up{upstream=\"0\"}").await, Some(0.0), "{}", logs());
     assert_eq!(metric(c, "vllm_upstream_up{upstream=\"1\"}").await, Some(1.0));
 }
 

@@ -4,8 +4,11 @@
 //! answer between them — an outage failure being evidence against the server rather than one
 //! request: a refused, reset or timed-out *connection*, or a 502/503/504 (what a proxy or load
 //! balancer answers for a dead backend). Any answer from the server (a success, a 4xx, a 500)
-//! resets the count: the server is there. While an upstream is down nothing is sent to it;
-//! the worker probes it (`GET …/models`) with backoff, and the first answer brings it back up.
+//! to a request sent after the latest outage failure resets the count: the server is there (a
+//! dying server may still answer what was already on its connections). After the first failure
+//! the upstream is *suspect* and the worker probes it, so it is found down even when routing
+//! sends every later request elsewhere. While an upstream is down nothing is sent to it; the
+//! worker probes it (`GET …/models`) with backoff, and the first answer brings it back up.
 //!
 //! One `Health` is shared by everything in a process that holds the same `Upstreams` (in
 //! `serve`, the API and the embedded worker), so `/ready` and `/health?verbose=1` report what
@@ -59,6 +62,8 @@ struct Entry {
     last_answer: Option<Instant>,
     /// The latest failure of any kind (outage evidence, or a model list that did not come).
     last_failure: Option<Instant>,
+    /// The latest outage failure: an answer to a request sent before it says nothing of now.
+    last_outage: Option<Instant>,
 }
 
 /// The health of every configured upstream (by index).
@@ -87,6 +92,7 @@ impl Health {
                     last_error: None,
                     last_answer: None,
                     last_failure: None,
+                    last_outage: None,
                 })
             })
             .collect();
@@ -101,6 +107,14 @@ impl Health {
         self.state(i) == HealthState::Up
     }
 
+    /// Up, but its last request met an outage failure with no answer since: the worker probes
+    /// it, so a dead server that traffic now avoids (its requests went elsewhere) is still found
+    /// down instead of showing up forever.
+    pub fn is_suspect(&self, i: usize) -> bool {
+        let e = self.entries[i].lock().unwrap();
+        e.state == HealthState::Up && e.failures > 0
+    }
+
     /// A receiver that sees every later change of any upstream's state (and of the routes:
     /// see [`Health::notify`]).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -112,10 +126,16 @@ impl Health {
         self.changed.send_modify(|g| *g += 1);
     }
 
-    /// The server answered (whatever the status): it is there.
-    pub fn record_answer(&self, i: usize) {
+    /// The server answered (whatever the status) a request sent at `sent`: it is there — unless
+    /// an outage failure came after `sent`. A dying server may still answer what was already on
+    /// its connections while it refuses new ones; such an answer must not clear the failures
+    /// (nor bring a down server back: the probe does that with a fresh request).
+    pub fn record_answer(&self, i: usize, sent: Instant) {
         let back = {
             let mut e = self.entries[i].lock().unwrap();
+            if e.last_outage.is_some_and(|at| sent < at) {
+                return;
+            }
             e.failures = 0;
             e.last_answer = Some(Instant::now());
             if e.state == HealthState::Up {
@@ -145,11 +165,18 @@ impl Health {
         let went_down = {
             let mut e = self.entries[i].lock().unwrap();
             e.last_failure = Some(Instant::now());
+            e.last_outage = e.last_failure;
             if e.state != HealthState::Up {
                 return true;
             }
             e.failures += 1;
             if e.failures < DOWN_AFTER {
+                let first = e.failures == 1;
+                drop(e);
+                if first {
+                    // Wakes the probe loop: the upstream is suspect.
+                    self.notify();
+                }
                 return false;
             }
             e.state = HealthState::Down;
@@ -223,13 +250,21 @@ mod tests {
     #[test]
     fn down_after_consecutive_outages_with_no_answer_between() {
         let h = Health::new(vec!["a".into(), "b".into()]);
+        let mut rx = h.subscribe();
+        rx.borrow_and_update();
+        let sent_before = Instant::now();
         assert!(!h.record_outage(0, "refused"));
+        assert!(h.is_suspect(0) && rx.has_changed().unwrap(), "the first failure wakes the prober");
         assert!(!h.record_outage(0, "refused"));
-        h.record_answer(0); // an answer resets the count
+        h.record_answer(0, sent_before);
+        assert!(h.is_suspect(0), "an answer to a request sent before the failures clears nothing");
+        h.record_answer(0, Instant::now()); // a fresh answer resets the count
+        assert!(!h.is_suspect(0));
         assert!(!h.record_outage(0, "refused"));
         assert!(!h.record_outage(0, "refused"));
         assert!(h.record_outage(0, "refused"));
         assert_eq!(h.state(0), HealthState::Down);
+        assert!(!h.is_suspect(0), "down, not suspect");
         assert!(h.report(0).down_since.is_some());
         assert!(h.is_up(1), "upstreams are judged one by one");
         // Probing, a failed probe, then an answer.
@@ -241,7 +276,9 @@ mod tests {
         assert_eq!(h.state(0), HealthState::Down);
         assert_eq!(h.report(0).last_error.as_deref(), Some("still refused"));
         assert!(h.record_outage(0, "refused"), "already down");
-        h.record_answer(0);
+        h.record_answer(0, sent_before);
+        assert!(!h.is_up(0), "an old request's answer does not bring it back");
+        h.record_answer(0, Instant::now());
         assert!(h.is_up(0));
         assert!(rx.has_changed().unwrap(), "waiters are woken when it comes back");
         assert!(h.report(0).down_since.is_none());

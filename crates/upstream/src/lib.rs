@@ -85,6 +85,19 @@ pub enum UpstreamError {
     NoneAnswered,
 }
 
+impl UpstreamError {
+    /// Evidence of an outage rather than an answer: no connection, or a proxy's 502/503/504
+    /// for a dead backend. A timeout is not (a busy server is slow, not gone).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            // A model list that is not JSON came from a server that is there.
+            UpstreamError::Unreachable { source, .. } => !source.is_decode(),
+            UpstreamError::Status { status, .. } => matches!(status, 502..=504),
+            UpstreamError::Timeout { .. } | UpstreamError::NoneAnswered => false,
+        }
+    }
+}
+
 /// The configured upstreams and the HTTP client shared by every request to them. Clones share
 /// the health and the last known model lists.
 #[derive(Clone)]

@@ -98,7 +98,7 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome
         drop(permit);
         let (reason, blame, message, retry_after, response) = match result {
             Attempt::Done(outcome) => {
-                health.record_answer(upstream);
+                health.record_answer(upstream, started);
                 return outcome;
             }
             Attempt::Transient { reason, blame, message, retry_after, response } => {
@@ -107,7 +107,7 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome
         };
         metrics().upstream_errors.with_label_values(&[error_class(reason)]).inc();
         if blame == Blame::Request {
-            health.record_answer(upstream);
+            health.record_answer(upstream, started);
         } else {
             avoid = Some(upstream);
             let down = health.record_outage(upstream, &message);

@@ -2,13 +2,16 @@
 //! nothing is sent to it, and this loop asks it `GET …/models` with backoff (0.5 s doubling to
 //! 10 s). The first answer marks it up; the adaptive in-flight limit then restarts low and ramps
 //! as at start, so a server that just loaded is not hit with the whole backlog at once. Time
-//! spent down is counted in `vllm_upstream_down_seconds_total`.
+//! spent down is counted in `vllm_upstream_down_seconds_total`. A *suspect* upstream (up, one
+//! or two outage failures) is probed too, every 0.5 s: failed probes count like failed requests,
+//! so a dead server takes about a second to be marked down even when no traffic goes to it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use vllm_batch_metrics::metrics;
+use vllm_batch_upstream::UpstreamError;
 
 use crate::{Concurrency, Shared};
 
@@ -16,19 +19,45 @@ const FIRST_PROBE: Duration = Duration::from_millis(500);
 const LONGEST_WAIT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Probes upstream `i` whenever it is down, until `shutdown`.
+/// Probes upstream `i` whenever it is down or suspect, until `shutdown`.
 pub(crate) async fn probe_loop(s: Arc<Shared>, i: usize, shutdown: CancellationToken) {
     let health = s.router.upstreams.health().clone();
     let label = i.to_string();
+    let mut suspect_wait = FIRST_PROBE;
     loop {
-        // Wait for the upstream to go down.
+        // Wait for the upstream to become suspect or go down.
         let mut changed = health.subscribe();
         changed.borrow_and_update();
-        if health.is_up(i) {
+        if health.is_up(i) && !health.is_suspect(i) {
+            suspect_wait = FIRST_PROBE;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = changed.changed() => continue,
             }
+        }
+        if health.is_suspect(i) {
+            // A request met an outage failure there. Its retry went to another server, and
+            // so may every later request (routing prefers free room), so the server's own
+            // traffic may never say it is gone: the probe does. Failed probes count like failed
+            // requests; an answer clears the suspicion.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(suspect_wait) => {}
+            }
+            if health.is_suspect(i) {
+                let sent = Instant::now();
+                match s.router.upstreams.models_within(i, PROBE_TIMEOUT).await {
+                    Ok(_) => health.record_answer(i, sent),
+                    Err(e) if e.is_outage() => {
+                        health.record_outage(i, &e.to_string());
+                    }
+                    // Any other status is an answer: the server is there.
+                    Err(UpstreamError::Status { .. }) => health.record_answer(i, sent),
+                    // Too busy to answer in time: neither evidence; ask again later.
+                    Err(_) => suspect_wait = (suspect_wait * 2).min(LONGEST_WAIT),
+                }
+            }
+            continue;
         }
         let mut wait = FIRST_PROBE;
         let mut counted = Instant::now();
@@ -36,7 +65,7 @@ pub(crate) async fn probe_loop(s: Arc<Shared>, i: usize, shutdown: CancellationT
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
-                // An answer to a request that was still on the wire also brings it back.
+                // Another change of state (a fresh answer) may have brought it back.
                 _ = changed.changed() => {}
             }
             metrics().upstream_down_seconds.with_label_values(&[&label]).inc_by(counted.elapsed().as_secs_f64());
@@ -45,8 +74,9 @@ pub(crate) async fn probe_loop(s: Arc<Shared>, i: usize, shutdown: CancellationT
                 break;
             }
             health.probing(i);
+            let sent = Instant::now();
             match s.router.upstreams.models_within(i, PROBE_TIMEOUT).await {
-                Ok(_) => health.record_answer(i),
+                Ok(_) => health.record_answer(i, sent),
                 Err(e) => {
                     tracing::debug!(upstream = i, error = %e, ?wait, "upstream still down");
                     health.probe_failed(i, &e.to_string());
