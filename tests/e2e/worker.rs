@@ -97,7 +97,10 @@ async fn cancel_mid_batch_keeps_results_and_cancels_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_while_validating_cancels_at_once() {
-    let sim = default_sim().await;
+    // Requests that take 20 s: when the worker, woken by the creation, validates before the
+    // cancel arrives (CI saw it validate and finish 5 instant requests first), the batch is still
+    // running, so the cancel is always accepted.
+    let sim = sim(SimConfig { base_latency_ms: 20_000, ..SimConfig::default() }).await;
     // A long poll interval keeps the batch in `validating` while the cancel arrives.
     let app = serve(&sim, &["--poll-interval", "30s"]);
     let c = &app.client;
