@@ -17,8 +17,10 @@ pub const MARKER_400: &str = "__sim_400__";
 /// Body marker that always yields a 500.
 pub const MARKER_500: &str = "__sim_500__";
 
-/// vLLM's context-length error message.
-pub(crate) const CONTEXT_LENGTH_MESSAGE: &str = "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens. Please reduce the length of the messages or completion.";
+/// vLLM's context-length error message (vLLM 0.32's wording, for a prompt one token too long),
+/// and the `param` it names.
+pub(crate) const CONTEXT_LENGTH_MESSAGE: &str = "This model's maximum context length is 8192 tokens. However, your prompt contains at least 8193 input tokens, which exceeds this limit even without any output tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value=8193)";
+const CONTEXT_LENGTH_PARAM: &str = "input_tokens";
 
 /// A simulated failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,14 +70,17 @@ pub(crate) fn decide(state: &SimState, body: &[u8]) -> Option<Fault> {
     (det::stable_hash(body) % 10_000 < threshold).then_some(Fault::ContextLength)
 }
 
-/// A vLLM-style error envelope with the given status.
-pub(crate) fn error_response(status: StatusCode, message: &str, kind: &str) -> Response {
+/// vLLM's error envelope with the given status:
+/// `{"error": {"message", "type", "param", "code"}}` (as vLLM 0.32 answers; older vLLM sent the
+/// fields flat, with `"object": "error"`).
+pub(crate) fn error_response(status: StatusCode, message: &str, kind: &str, param: Option<&str>) -> Response {
     let body = serde_json::json!({
-        "object": "error",
-        "message": message,
-        "type": kind,
-        "param": null,
-        "code": status.as_u16(),
+        "error": {
+            "message": message,
+            "type": kind,
+            "param": param,
+            "code": status.as_u16(),
+        }
     });
     (status, axum::Json(body)).into_response()
 }
@@ -100,13 +105,14 @@ pub(crate) fn broken_response() -> Response {
 pub(crate) async fn respond(state: &SimState, fault: Fault) -> Response {
     match fault {
         Fault::Internal => {
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "simulated internal error", "InternalServerError")
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "simulated internal error", "InternalServerError", None)
         }
         Fault::RateLimited => {
             let mut resp = error_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 "simulated rate limit: too many requests, retry later",
                 "TooManyRequestsError",
+                None,
             );
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             resp
@@ -119,6 +125,11 @@ pub(crate) async fn respond(state: &SimState, fault: Fault) -> Response {
             }
             broken_response()
         }
-        Fault::ContextLength => error_response(StatusCode::BAD_REQUEST, CONTEXT_LENGTH_MESSAGE, "BadRequestError"),
+        Fault::ContextLength => error_response(
+            StatusCode::BAD_REQUEST,
+            CONTEXT_LENGTH_MESSAGE,
+            "BadRequestError",
+            Some(CONTEXT_LENGTH_PARAM),
+        ),
     }
 }

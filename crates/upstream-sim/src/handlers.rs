@@ -92,22 +92,33 @@ async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
     let arrival = st.stats.arrived();
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return error_response(StatusCode::BAD_REQUEST, "expected a JSON object", "BadRequestError"),
+        Ok(_) => return error_response(StatusCode::BAD_REQUEST, "expected a JSON object", "Bad Request", Some("body")),
         Err(e) => {
-            return error_response(StatusCode::BAD_REQUEST, &format!("JSON decode error: {e}"), "BadRequestError")
+            let message = format!("JSON decode error: {e}");
+            return error_response(StatusCode::BAD_REQUEST, &message, "Bad Request", Some("body.0"));
         }
     };
+    // vLLM runs a request without `model` on the model it serves (the first, here).
     let model = match req.get("model") {
         Some(Value::String(m)) => m.as_str(),
-        _ => return error_response(StatusCode::BAD_REQUEST, "model: Field required", "BadRequestError"),
+        None | Some(Value::Null) => st.models[0].as_str(),
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "model: Input should be a valid string",
+                "Bad Request",
+                Some("body.model"),
+            )
+        }
     };
     let Some(index) = st.models.iter().position(|m| m == model) else {
-        return error_response(StatusCode::NOT_FOUND, &format!("The model `{model}` does not exist."), "NotFoundError");
+        let message = format!("The model `{model}` does not exist. Valid aliases: {}.", st.models.join(", "));
+        return error_response(StatusCode::NOT_FOUND, &message, "NotFoundError", Some("model"));
     };
     st.model_arrived(index, arrival);
     let prepared = match bodies::build(ep, &req, model) {
         Ok(p) => p,
-        Err(msg) => return error_response(StatusCode::BAD_REQUEST, &msg, "BadRequestError"),
+        Err(msg) => return error_response(StatusCode::BAD_REQUEST, &msg, "BadRequestError", None),
     };
     if let Some(fault) = faults::decide(st, &body) {
         st.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
@@ -122,6 +133,7 @@ async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the engine is shutting down",
                 "ServiceUnavailableError",
+                None,
             );
         }
     } else {

@@ -1,5 +1,5 @@
 //! `GET /metrics`: a hand-formatted Prometheus text exposition using vLLM's
-//! metric names and its `model_name` label.
+//! metric names and labels (`engine`, `model_name`), as vLLM 0.32 exports them.
 
 use std::fmt::Write;
 
@@ -12,7 +12,7 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 pub(crate) fn render(state: &SimState) -> String {
     let s = state.snapshot();
     let model = escape(&state.models[0]);
-    let labels = format!("model_name=\"{model}\"");
+    let labels = format!("engine=\"0\",model_name=\"{model}\"");
     let usage = (s.running as f64 / state.max_num_seqs as f64).clamp(0.0, 1.0);
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, labels: &str, value: f64| {
@@ -34,7 +34,6 @@ pub(crate) fn render(state: &SimState) -> String {
         &labels,
         s.waiting as f64,
     );
-    metric("vllm:gpu_cache_usage_perc", "gauge", "GPU KV-cache usage. 1 means 100 percent usage.", &labels, usage);
     metric("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", &labels, usage);
     metric(
         "vllm:prompt_tokens_total",
@@ -54,7 +53,7 @@ pub(crate) fn render(state: &SimState) -> String {
         "vllm:request_success_total",
         "counter",
         "Count of successfully processed requests.",
-        &format!("finished_reason=\"stop\",{labels}"),
+        &format!("engine=\"0\",finished_reason=\"stop\",model_name=\"{model}\""),
         s.responses_ok as f64,
     );
     out

@@ -136,6 +136,11 @@ async fn models_errors_and_metrics() {
     assert_eq!(body["data"][0]["owned_by"], "vllm");
     assert_eq!(body["data"][0]["max_model_len"], 8192);
 
+    // As vLLM does, a request without `model` runs on the (first) served model.
+    let resp = c.post(format!("{url}/chat/completions")).json(&json!({"messages": [{"role": "user", "content": "x"}]}));
+    let body: Value = resp.send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["model"], "m1", "{body}");
+
     let resp = c
         .post(format!("{url}/chat/completions"))
         .json(&json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}))
@@ -144,21 +149,23 @@ async fn models_errors_and_metrics() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["type"], "NotFoundError");
-    assert_eq!(body["message"], "The model `nope` does not exist.");
+    assert_eq!(body["error"]["type"], "NotFoundError");
+    assert_eq!(body["error"]["message"], "The model `nope` does not exist. Valid aliases: m1, m2.");
+    assert_eq!(body["error"]["param"], "model");
+    assert_eq!(body["error"]["code"], 404);
 
     let resp = c.post(format!("{url}/completions")).body("{not json").send().await.unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["type"], "BadRequestError");
-    assert_eq!(body["object"], "error");
+    assert_eq!(body["error"]["type"], "Bad Request");
+    assert_eq!(body["error"]["param"], "body.0");
 
     let root = url.trim_end_matches("/v1");
     let text = c.get(format!("{root}/metrics")).send().await.unwrap().text().await.unwrap();
     for name in [
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
-        "vllm:gpu_cache_usage_perc",
+        "vllm:kv_cache_usage_perc",
         "vllm:prompt_tokens_total",
         "vllm:generation_tokens_total",
         "vllm:request_success_total",
@@ -167,7 +174,7 @@ async fn models_errors_and_metrics() {
         assert!(text.contains(&format!("# HELP {name} ")), "{name} HELP missing");
         assert!(text.contains(&format!("{name}{{")), "{name} sample missing");
     }
-    assert!(text.contains("model_name=\"m1\""));
+    assert!(text.contains("{engine=\"0\",model_name=\"m1\"}"));
     sim.shutdown().await;
 }
 
@@ -213,8 +220,7 @@ async fn rate_limit_carries_retry_after() {
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["object"], "error");
-    assert_eq!(body["code"], 429);
+    assert_eq!(body["error"]["code"], 429);
 
     // Faults can be switched off at runtime; /metrics is never faulted.
     sim.set_faults(FaultRates::default());
@@ -255,13 +261,17 @@ async fn markers_and_deterministic_400() {
     let resp = send(chat_body("please __sim_400__")).await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["type"], "BadRequestError");
-    assert!(body["message"].as_str().unwrap().starts_with("This model's maximum context length is 8192 tokens."));
+    assert_eq!(body["error"]["type"], "BadRequestError");
+    assert_eq!(body["error"]["param"], "input_tokens");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("This model's maximum context length is 8192 tokens."));
 
     let resp = send(chat_body("please __sim_500__")).await;
     assert_eq!(resp.status(), 500);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["type"], "InternalServerError");
+    assert_eq!(body["error"]["type"], "InternalServerError");
 
     // With error_400 = 0.5, some bodies fail and some pass, and each body's
     // outcome is the same every time it is sent.
@@ -303,7 +313,7 @@ async fn max_num_seqs_queues_requests() {
         let running = metric(&text, "vllm:num_requests_running");
         let waiting = metric(&text, "vllm:num_requests_waiting");
         assert!(running <= 2.0, "running {running} exceeds max_num_seqs");
-        assert!(metric(&text, "vllm:gpu_cache_usage_perc") <= 1.0);
+        assert!(metric(&text, "vllm:kv_cache_usage_perc") <= 1.0);
         max_waiting = max_waiting.max(waiting);
         max_running = max_running.max(running);
         tokio::time::sleep(Duration::from_millis(20)).await;
