@@ -182,12 +182,39 @@ fn target_waiting(running: f64) -> f64 {
     (running / 16.0).clamp(2.0, 32.0)
 }
 
-/// The next limit from the upstream's own load.
-pub(crate) fn from_load(limit: usize, in_flight: usize, load: Load, min: usize, ceiling: usize) -> usize {
-    let target = target_waiting(load.running);
+/// How many of the controller's looks [`from_load`]'s `peak` covers (4 s at the default 500 ms).
+const PEAK_LOOKS: usize = 8;
+
+/// The most requests the upstream ran in its last [`PEAK_LOOKS`] reports: what it can run.
+#[derive(Debug, Default)]
+struct RecentPeak {
+    running: [f64; PEAK_LOOKS],
+    next: usize,
+}
+
+impl RecentPeak {
+    /// Records one report's `running` and returns the peak including it.
+    fn record(&mut self, running: f64) -> f64 {
+        self.running[self.next % PEAK_LOOKS] = running;
+        self.next += 1;
+        self.running.iter().copied().fold(running, f64::max)
+    }
+}
+
+/// The next limit from the upstream's own load; `peak` is the most it ran in its last few
+/// reports (at least `load.running`).
+///
+/// The shrink is to `peak`, not to this report's `running`: real vLLM finishes requests in waves
+/// (requests of like length end in the same engine step) and counts the ones we send in their
+/// place as waiting until its next step schedules them, so a single report can read "7 running,
+/// 25 waiting" from an engine that runs 32 — shrinking to 7 + 2 starved it (seen against vLLM
+/// 0.32 with `--max-num-seqs 32`: the limit fell to 9–20 and doubled back to 56).
+pub(crate) fn from_load(limit: usize, in_flight: usize, load: Load, peak: f64, min: usize, ceiling: usize) -> usize {
+    let runs = peak.max(load.running);
+    let target = target_waiting(runs);
     let next = if load.waiting > 2.0 * target {
-        // Too much queued upstream: hold what runs plus the target.
-        (load.running + target).ceil() as usize
+        // Too much queued upstream: hold what it runs plus the target.
+        (runs + target).ceil() as usize
     } else if load.waiting < 1.0 && in_flight * 10 >= limit * 9 && load.running * 10.0 >= in_flight as f64 * 9.0 {
         // Nothing queued, all our slots out, and the upstream runs what we sent (nothing stuck on
         // the way): it has room.
@@ -242,6 +269,7 @@ pub(crate) async fn control_loop(
     let gauge = vllm_batch_metrics::metrics().upstream_concurrency_limit.with_label_values(&[&index.to_string()]);
     gauge.set(limit.current() as i64);
     let mut best: Option<Duration> = None;
+    let mut peak = RecentPeak::default();
     let mut reported_fallback = false;
     let (mut misses, mut metrics_again) = (0u32, tokio::time::Instant::now());
     // The first look is at once: a vLLM is recognised (and its slow start skipped) before the
@@ -278,7 +306,8 @@ pub(crate) async fn control_loop(
         let now = limit.current();
         let next = match (load, mean) {
             (Some(load), _) => {
-                let next = from_load(now, limit.in_flight(), load, min, ceiling);
+                let runs = peak.record(load.running);
+                let next = from_load(now, limit.in_flight(), load, runs, min, ceiling);
                 // A vLLM says how loaded it is, so its queue, not a slow start, guards it: start
                 // from `--max-in-flight` as before and follow its load from there.
                 if limit.slow_start.swap(false, Ordering::AcqRel) {
@@ -333,18 +362,34 @@ mod tests {
     #[test]
     fn grows_while_the_upstream_has_room_and_shrinks_to_a_short_queue() {
         // All 256 slots out, nothing waiting: double.
-        assert_eq!(from_load(256, 256, Load { running: 256.0, waiting: 0.0 }, 8, 4096), 512);
+        assert_eq!(from_load(256, 256, Load { running: 256.0, waiting: 0.0 }, 256.0, 8, 4096), 512);
         // Room but our slots are not all used (a chunk edge): hold.
-        assert_eq!(from_load(256, 100, Load { running: 100.0, waiting: 0.0 }, 8, 4096), 256);
+        assert_eq!(from_load(256, 100, Load { running: 100.0, waiting: 0.0 }, 100.0, 8, 4096), 256);
         // Our slots are out but the upstream sees few of them (stuck on the way): hold.
-        assert_eq!(from_load(256, 256, Load { running: 120.0, waiting: 0.0 }, 8, 4096), 256);
+        assert_eq!(from_load(256, 256, Load { running: 120.0, waiting: 0.0 }, 120.0, 8, 4096), 256);
         // 192 queued behind 64 running: shrink to 64 + 4.
-        assert_eq!(from_load(256, 256, Load { running: 64.0, waiting: 192.0 }, 8, 4096), 68);
+        assert_eq!(from_load(256, 256, Load { running: 64.0, waiting: 192.0 }, 64.0, 8, 4096), 68);
         // A short queue is what we want: hold.
-        assert_eq!(from_load(68, 68, Load { running: 64.0, waiting: 4.0 }, 8, 4096), 68);
+        assert_eq!(from_load(68, 68, Load { running: 64.0, waiting: 4.0 }, 64.0, 8, 4096), 68);
         // Bounds.
-        assert_eq!(from_load(4000, 4000, Load { running: 4000.0, waiting: 0.0 }, 8, 4096), 4096);
-        assert_eq!(from_load(16, 16, Load { running: 1.0, waiting: 50.0 }, 8, 4096), 8);
+        assert_eq!(from_load(4000, 4000, Load { running: 4000.0, waiting: 0.0 }, 4000.0, 8, 4096), 4096);
+        assert_eq!(from_load(16, 16, Load { running: 1.0, waiting: 50.0 }, 1.0, 8, 4096), 8);
+        // A wave of finished requests (7 run, 25 just sent wait for the next engine step) from an
+        // engine that ran 32 a moment ago: hold what it runs, not what this report says.
+        assert_eq!(from_load(34, 34, Load { running: 7.0, waiting: 25.0 }, 32.0, 8, 4096), 34);
+    }
+
+    #[test]
+    fn the_peak_covers_the_last_few_reports() {
+        let mut peak = RecentPeak::default();
+        assert_eq!(peak.record(32.0), 32.0);
+        assert_eq!(peak.record(7.0), 32.0);
+        for _ in 0..PEAK_LOOKS - 2 {
+            assert_eq!(peak.record(5.0), 32.0);
+        }
+        // The 32 was PEAK_LOOKS reports ago: forgotten.
+        assert_eq!(peak.record(6.0), 7.0);
+        assert_eq!(peak.record(6.0), 6.0);
     }
 
     #[test]
