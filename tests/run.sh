@@ -89,6 +89,16 @@ VLLM_BATCH_TEST_PG=$(bash tests/pg/start.sh)
 export VLLM_BATCH_TEST_PG
 echo "VLLM_BATCH_TEST_PG=${VLLM_BATCH_TEST_PG/:vllm-batch-test@/:***@}"
 
+# --- Real vLLM for tests/vllm: the CPU build and a real 135M model, cached in ~/.cache/vllm-batch --
+# The tests start it themselves (tests/vllm/start.sh) and take turns with it; every vLLM they
+# start is listed in VLLM_PIDFILE and stopped when this script exits, however it exits.
+step "real vLLM, CPU build, with SmolLM2-135M-Instruct (tests/vllm/setup.sh)"
+bash tests/vllm/setup.sh
+VLLM_BATCH_TEST_VLLM=1
+VLLM_PIDFILE="$(mktemp -t vllm-batch-test-vllm.XXXXXX)"
+export VLLM_BATCH_TEST_VLLM VLLM_PIDFILE
+trap 'bash tests/vllm/stop.sh $(cat "$VLLM_PIDFILE" 2>/dev/null); rm -f "$VLLM_PIDFILE"' EXIT
+
 # --- Monitoring configuration checks -----------------------------------------------------------
 step "monitoring/check.sh (promtool check config/rules, promtool test rules, compose config, promtail)"
 bash monitoring/check.sh
@@ -110,7 +120,7 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test --workspace (end-to-end suite on SQLite, scale-out tests on PostgreSQL)"
+step "cargo test --workspace (end-to-end suite on SQLite, scale-out tests on PostgreSQL, real-vLLM tests)"
 cargo test --workspace
 
 # The same end-to-end suite again with every process on PostgreSQL (a database per test).

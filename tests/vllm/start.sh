@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Starts real vLLM (CPU build, installed by setup.sh) on a free loopback port and waits for
-# /health. Prints "PORT PID" on success; the log goes to $VLLM_LOG (default: a temp file).
-# Stop it with: kill PID.
+# Starts real vLLM (CPU build, installed by setup.sh) on a loopback port and waits for /health.
+# Prints "PORT PID" on success. vLLM runs in a session of its own whose leader is PID (the API
+# server; its engine-core process is in the same group): stop both with `tests/vllm/stop.sh PID`
+# (or `kill -- -PID`). Environment:
+#   VLLM_PORT            the port (default: a free one)
+#   VLLM_MAX_NUM_SEQS    vLLM's --max-num-seqs (default 32)
+#   VLLM_LOG             vLLM's log file (default: a temp file; appended to)
+#   VLLM_PIDFILE         if set, PID is appended to it (tests/run.sh stops what it lists at exit)
+#   VLLM_START_TIMEOUT   seconds to wait for /health (default 600)
+#   VLLM_EXTRA_ARGS      more arguments for vLLM's server (split on spaces)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 mapfile -t paths < <("$here/setup.sh")
@@ -10,11 +17,14 @@ model="${paths[1]}"
 port="${VLLM_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
 log="${VLLM_LOG:-$(mktemp -t vllm-XXXXXX.log)}"
 max_num_seqs="${VLLM_MAX_NUM_SEQS:-32}"
-HF_HUB_OFFLINE=1 VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=2 \
-  "$python" -m vllm.entrypoints.openai.api_server --model "$model" \
+read -r -a extra <<< "${VLLM_EXTRA_ARGS:-}"
+HF_HUB_OFFLINE=1 VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=2 VLLM_NO_USAGE_STATS=1 \
+  setsid "$python" -m vllm.entrypoints.openai.api_server --model "$model" \
   --served-model-name smollm2-135m-instruct --dtype float32 --max-model-len 1024 \
-  --max-num-seqs "$max_num_seqs" --host 127.0.0.1 --port "$port" > "$log" 2>&1 &
+  --max-num-seqs "$max_num_seqs" --host 127.0.0.1 --port "$port" "${extra[@]}" \
+  >> "$log" 2>&1 < /dev/null &
 pid=$!
+if [ -n "${VLLM_PIDFILE:-}" ]; then echo "$pid" >> "$VLLM_PIDFILE"; fi
 deadline=$((SECONDS + ${VLLM_START_TIMEOUT:-600}))
 until curl -sf "http://127.0.0.1:$port/health" > /dev/null; do
   if ! kill -0 "$pid" 2>/dev/null; then
@@ -24,9 +34,9 @@ until curl -sf "http://127.0.0.1:$port/health" > /dev/null; do
   fi
   if [ "$SECONDS" -ge "$deadline" ]; then
     echo "vllm-start: no /health within ${VLLM_START_TIMEOUT:-600} s; log: $log" >&2
-    kill "$pid"
+    "$here/stop.sh" "$pid"
     exit 1
   fi
-  sleep 2
+  sleep 1
 done
 echo "$port $pid"
