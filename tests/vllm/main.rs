@@ -5,7 +5,7 @@
 //! the load the adaptive controller reads, a restart that takes a minute and more — is vLLM's own
 //! here.
 //!
-//! The tests share one vLLM (it needs ~90 s and ~7 GB to start) and take turns with it: each holds
+//! The tests share one vLLM (it needs ~100 s and ~7 GB to start) and take turns with it: each holds
 //! [`real_vllm`]'s guard for its whole run, so the in-flight and load figures one test reads are
 //! its own. `tests/run.sh` installs vLLM (`setup.sh`) and sets `VLLM_BATCH_TEST_VLLM=1`; without
 //! it a developer's `cargo test` skips these with a printed reason, and under `CI=true` they fail.
@@ -65,13 +65,14 @@ fn here() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vllm")
 }
 
-/// Runs `start.sh` (installing on first use) and waits for `/health`; `port` reuses an address.
-fn start_vllm(port: Option<u16>) -> Vllm {
+/// Runs `start.sh` (installing on first use) and waits for `/health`: `serve` is `chat` or
+/// `embed` (start.sh's `VLLM_SERVE`); `port` reuses an address.
+fn start_vllm(serve: &str, port: Option<u16>) -> Vllm {
     static ATEXIT: std::sync::Once = std::sync::Once::new();
     // SAFETY: registers a plain function with no captured state, once.
     ATEXIT.call_once(|| assert_eq!(unsafe { libc::atexit(stop_started) }, 0));
     let mut command = Command::new("bash");
-    command.arg(here().join("start.sh"));
+    command.arg(here().join("start.sh")).env("VLLM_SERVE", serve);
     if let Some(port) = port {
         command.env("VLLM_PORT", port.to_string());
     }
@@ -83,7 +84,10 @@ fn start_vllm(port: Option<u16>) -> Vllm {
     let port: u16 = words.next().and_then(|w| w.parse().ok()).expect("start.sh prints PORT PID");
     let pid: i32 = words.next().and_then(|w| w.parse().ok()).expect("start.sh prints PORT PID");
     STARTED.lock().unwrap().push(pid);
-    eprintln!("real vLLM on port {port} (process group {pid}) answered /health after {:.0?}", began.elapsed());
+    eprintln!(
+        "real vLLM ({serve}) on port {port} (process group {pid}) answered /health after {:.0?}",
+        began.elapsed()
+    );
     Vllm { port, pid }
 }
 
@@ -97,6 +101,7 @@ fn kill9(vllm: &Vllm) {
         assert!(Instant::now() < deadline, "vLLM's process group {} outlived kill -9", vllm.pid);
         std::thread::sleep(Duration::from_millis(100));
     }
+    STARTED.lock().unwrap().retain(|&p| p != vllm.pid);
 }
 
 async fn healthy(vllm: &Vllm) -> bool {
@@ -104,20 +109,25 @@ async fn healthy(vllm: &Vllm) -> bool {
     matches!(reqwest::get(url).await, Ok(r) if r.status().is_success())
 }
 
-/// The shared real vLLM, started on first use (or again, if an earlier test left it dead), held
-/// for the caller's whole test. `None`: not enabled here (skipped, with the reason printed).
-async fn real_vllm() -> Option<MutexGuard<'static, Option<Vllm>>> {
+/// The caller's turn with the machine: the shared vLLM's guard, whether it runs or not, held for
+/// the caller's whole test. `None`: not enabled here (skipped, with the reason printed).
+async fn turn() -> Option<MutexGuard<'static, Option<Vllm>>> {
     match std::env::var("VLLM_BATCH_TEST_VLLM").as_deref() {
-        Ok("1") => {}
+        Ok("1") => Some(VLLM.lock().await),
         _ if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("VLLM_BATCH_TEST_VLLM is not set: tests/run.sh installs real vLLM (tests/vllm/setup.sh) and sets it")
         }
         _ => {
             eprintln!("skipped: VLLM_BATCH_TEST_VLLM is not set (tests/run.sh installs real vLLM and sets it)");
-            return None;
+            None
         }
     }
-    let mut guard = VLLM.lock().await;
+}
+
+/// The shared real vLLM, started on first use (or again, if an earlier test left it dead), held
+/// for the caller's whole test (see [`turn`]).
+async fn real_vllm() -> Option<MutexGuard<'static, Option<Vllm>>> {
+    let mut guard = turn().await?;
     let alive = match guard.as_ref() {
         Some(v) => healthy(v).await,
         None => false,
@@ -126,7 +136,7 @@ async fn real_vllm() -> Option<MutexGuard<'static, Option<Vllm>>> {
         if let Some(dead) = guard.take() {
             kill9(&dead);
         }
-        *guard = Some(tokio::task::spawn_blocking(|| start_vllm(None)).await.unwrap());
+        *guard = Some(tokio::task::spawn_blocking(|| start_vllm("chat", None)).await.unwrap());
     }
     Some(guard)
 }
@@ -446,7 +456,7 @@ async fn vllm_killed_mid_batch_and_restarted_fails_no_line() {
     };
     let during = c.batch(&id).await;
     // vLLM takes a minute or more to load again: the batch waits through it.
-    *guard = Some(tokio::task::spawn_blocking(move || start_vllm(Some(port))).await.unwrap());
+    *guard = Some(tokio::task::spawn_blocking(move || start_vllm("chat", Some(port))).await.unwrap());
     let back_after = killed_at.elapsed();
     let (batch, out, err) = finish(&api, &id).await;
     eprintln!(
@@ -466,4 +476,52 @@ async fn vllm_killed_mid_batch_and_restarted_fails_no_line() {
     let count = |needle: &str| app.logs().iter().filter(|l| l.contains(needle)).count() as f64;
     assert_eq!(count("upstream is down;"), outages, "{}", app.logs().join("\n"));
     assert_eq!(count("upstream is back up"), outages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embeddings_batch_is_answered_by_a_real_embeddings_model() {
+    // Its own vLLM, in its turn: no other test's figures share the CPUs with it.
+    let Some(_turn) = turn().await else { return };
+    let embed = tokio::task::spawn_blocking(|| start_vllm("embed", None)).await.unwrap();
+    let (app, _dir) = serve_on(&embed, &[]);
+    let api = app.base.clone().unwrap();
+    let model = "all-minilm-l6-v2";
+    // One text or a list of up to three per line.
+    let lines: Vec<Value> = (0..60)
+        .map(|i| {
+            let text = |k: usize| format!("{} ({k})", PROMPTS[(i + k) % PROMPTS.len()]);
+            let input = if i.is_multiple_of(3) { json!([text(0), text(1), text(2)]) } else { json!(text(0)) };
+            json!({"custom_id": format!("emb-{i}"), "method": "POST", "url": "/v1/embeddings",
+                   "body": {"model": model, "input": input}})
+        })
+        .collect();
+    let id = submit(&api, &lines, "/v1/embeddings").await;
+    let (batch, out, err) = finish(&api, &id).await;
+    kill9(&embed);
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert!(err.is_empty(), "{err:?}");
+    assert_eq!(out.len(), 60);
+    let mut prompt_tokens = 0;
+    for line in &out {
+        let i: usize = line["custom_id"].as_str().unwrap()["emb-".len()..].parse().unwrap();
+        let body = &line["response"]["body"];
+        assert_eq!(line["response"]["status_code"], 200, "{line}");
+        assert_eq!(body["object"], "list", "{line}");
+        assert_eq!(body["model"], model);
+        assert!(body["id"].as_str().unwrap().starts_with("embd-"), "vLLM's own id: {line}");
+        let data = body["data"].as_array().unwrap();
+        assert_eq!(data.len(), if i.is_multiple_of(3) { 3 } else { 1 }, "one embedding per input: {line}");
+        for (k, d) in data.iter().enumerate() {
+            assert_eq!(d["index"], k);
+            let v: Vec<f64> = d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            assert_eq!(v.len(), 384, "all-MiniLM-L6-v2 embeds in 384 dimensions");
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-3, "normalized, as the model's pooling config says: {norm}");
+        }
+        assert_eq!(body["usage"]["completion_tokens"], 0);
+        prompt_tokens += body["usage"]["prompt_tokens"].as_u64().unwrap();
+    }
+    assert!(prompt_tokens > 0);
+    assert_eq!(batch["usage"]["input_tokens"], prompt_tokens, "{}", batch["usage"]);
+    assert_eq!(batch["usage"]["output_tokens"], 0);
 }

