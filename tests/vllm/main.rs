@@ -5,7 +5,7 @@
 //! the load the adaptive controller reads, a restart that takes a minute and more — is vLLM's own
 //! here.
 //!
-//! The tests share one vLLM (it needs ~100 s and ~7 GB to start) and take turns with it: each holds
+//! The tests share one vLLM (it needs ~45 s and ~7 GB to start) and take turns with it: each holds
 //! [`real_vllm`]'s guard for its whole run, so the in-flight and load figures one test reads are
 //! its own. `tests/run.sh` installs vLLM (`setup.sh`) and sets `VLLM_BATCH_TEST_VLLM=1`; without
 //! it a developer's `cargo test` skips these with a printed reason, and under `CI=true` they fail.

@@ -11,6 +11,9 @@
 #   VLLM_PIDFILE         if set, PID is appended to it (tests/run.sh stops what it lists at exit)
 #   VLLM_START_TIMEOUT   seconds to wait for /health (default 600)
 #   VLLM_EXTRA_ARGS      more arguments for vLLM's server (split on spaces)
+# float32: bfloat16 gives wrong text with this small model on CPU. --enforce-eager: without
+# torch.compile vLLM answers /health in ~45 s instead of ~100 s (~180 s before its compile cache
+# exists) and runs this model as fast (4.6 requests/s at 32 concurrent chats of 32 tokens, both).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 mapfile -t paths < <("$here/setup.sh")
@@ -25,7 +28,7 @@ port="${VLLM_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.
 log="${VLLM_LOG:-$(mktemp -t vllm-XXXXXX.log)}"
 read -r -a extra <<< "${VLLM_EXTRA_ARGS:-}"
 HF_HUB_OFFLINE=1 VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=2 VLLM_NO_USAGE_STATS=1 \
-  setsid "$python" -m vllm.entrypoints.openai.api_server "${serve[@]}" --dtype float32 \
+  setsid "$python" -m vllm.entrypoints.openai.api_server "${serve[@]}" --dtype float32 --enforce-eager \
   --host 127.0.0.1 --port "$port" "${extra[@]}" \
   >> "$log" 2>&1 < /dev/null &
 pid=$!
