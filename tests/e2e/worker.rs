@@ -42,7 +42,7 @@ async fn faults_are_retried_and_final_4xx_recorded() {
         let i: usize = line["custom_id"].as_str().unwrap()["req-".len()..].parse().unwrap();
         assert_eq!(i % 50, 7, "{line}");
         assert_eq!(line["response"]["status_code"], 400);
-        assert!(line["response"]["body"]["message"].as_str().unwrap().contains("maximum context length"));
+        assert!(line["response"]["body"]["error"]["message"].as_str().unwrap().contains("maximum context length"));
         assert!(line["error"]["message"].as_str().unwrap().contains("maximum context length"));
     }
     let stats = sim.stats();
