@@ -4,8 +4,9 @@
 //! `vllm:num_requests_waiting` on its `/metrics`). The controller keeps the waiting queue short
 //! but non-empty: while nothing waits and every slot of ours is taken, the upstream has room and
 //! the limit doubles — as long as the upstream runs about as many as are in flight, so
-//! requests held up on the way do not count as room; while more wait than the target, it shrinks to what runs plus the
-//! target. An upstream without those metrics gets latency-based AIMD instead: the limit grows
+//! requests held up on the way do not count as room, and by an eighth only once the limit is
+//! above what the upstream ran in its last few reports; while more wait than the target, it
+//! shrinks to the most it ran in those reports plus the target. An upstream without those metrics gets latency-based AIMD instead: the limit grows
 //! by an eighth while latency stays near its best, and drops by a fifth when latency doubles
 //! (requests queueing).
 //!
@@ -182,35 +183,55 @@ fn target_waiting(running: f64) -> f64 {
     (running / 16.0).clamp(2.0, 32.0)
 }
 
-/// How many of the controller's looks [`from_load`]'s `peak` covers (4 s at the default 500 ms).
+/// How many of the controller's looks [`Lately`] covers (4 s at the default 500 ms).
 const PEAK_LOOKS: usize = 8;
 
-/// The most requests the upstream ran in its last [`PEAK_LOOKS`] reports: what it can run.
+/// The most the upstream ran, and the most it queued, in its last [`PEAK_LOOKS`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Lately {
+    pub running: f64,
+    pub waiting: f64,
+}
+
+/// The upstream's last [`PEAK_LOOKS`] reports.
 #[derive(Debug, Default)]
-struct RecentPeak {
-    running: [f64; PEAK_LOOKS],
+struct Recent {
+    loads: [Lately; PEAK_LOOKS],
     next: usize,
 }
 
-impl RecentPeak {
-    /// Records one report's `running` and returns the peak including it.
-    fn record(&mut self, running: f64) -> f64 {
-        self.running[self.next % PEAK_LOOKS] = running;
+impl Recent {
+    /// Records one report and returns the maxima including it.
+    fn record(&mut self, load: Load) -> Lately {
+        self.loads[self.next % PEAK_LOOKS] = Lately { running: load.running, waiting: load.waiting };
         self.next += 1;
-        self.running.iter().copied().fold(running, f64::max)
+        self.loads.iter().fold(Lately::default(), |m, l| Lately {
+            running: m.running.max(l.running),
+            waiting: m.waiting.max(l.waiting),
+        })
     }
 }
 
-/// The next limit from the upstream's own load; `peak` is the most it ran in its last few
-/// reports (at least `load.running`).
+/// The next limit from the upstream's own load and its last few reports (`lately`, which
+/// includes `load`).
 ///
-/// The shrink is to `peak`, not to this report's `running`: real vLLM finishes requests in waves
-/// (requests of like length end in the same engine step) and counts the ones we send in their
-/// place as waiting until its next step schedules them, so a single report can read "7 running,
-/// 25 waiting" from an engine that runs 32 — shrinking to 7 + 2 starved it (seen against vLLM
-/// 0.32 with `--max-num-seqs 32`: the limit fell to 9–20 and doubled back to 56).
-pub(crate) fn from_load(limit: usize, in_flight: usize, load: Load, peak: f64, min: usize, ceiling: usize) -> usize {
-    let runs = peak.max(load.running);
+/// The shrink is to the most it ran lately, not to this report's `running`: real vLLM finishes
+/// requests in waves (requests of like length end in the same engine step) and counts the ones we
+/// send in their place as waiting until its next step schedules them, so a single report can read
+/// "7 running, 25 waiting" from an engine that runs 32 — shrinking to 7 + 2 starved it (seen
+/// against vLLM 0.32 with `--max-num-seqs 32`: the limit fell to 9–20). For the same reason a
+/// report with nothing queued from an upstream that queued requests lately is room for a few more
+/// (an eighth), not for twice as many (it doubled from 34 to 68); an upstream that queued nothing
+/// lately has not shown its capacity yet, and the limit doubles.
+pub(crate) fn from_load(
+    limit: usize,
+    in_flight: usize,
+    load: Load,
+    lately: Lately,
+    min: usize,
+    ceiling: usize,
+) -> usize {
+    let runs = lately.running.max(load.running);
     let target = target_waiting(runs);
     let next = if load.waiting > 2.0 * target {
         // Too much queued upstream: hold what it runs plus the target.
@@ -218,7 +239,12 @@ pub(crate) fn from_load(limit: usize, in_flight: usize, load: Load, peak: f64, m
     } else if load.waiting < 1.0 && in_flight * 10 >= limit * 9 && load.running * 10.0 >= in_flight as f64 * 9.0 {
         // Nothing queued, all our slots out, and the upstream runs what we sent (nothing stuck on
         // the way): it has room.
-        limit + limit.max(8)
+        if lately.waiting >= 1.0 {
+            // It queued lately: its capacity is near (see above).
+            limit + (limit / 8).max(1)
+        } else {
+            limit + limit.max(8)
+        }
     } else {
         limit
     };
@@ -269,7 +295,7 @@ pub(crate) async fn control_loop(
     let gauge = vllm_batch_metrics::metrics().upstream_concurrency_limit.with_label_values(&[&index.to_string()]);
     gauge.set(limit.current() as i64);
     let mut best: Option<Duration> = None;
-    let mut peak = RecentPeak::default();
+    let mut recent = Recent::default();
     let mut reported_fallback = false;
     let (mut misses, mut metrics_again) = (0u32, tokio::time::Instant::now());
     // The first look is at once: a vLLM is recognised (and its slow start skipped) before the
@@ -306,8 +332,8 @@ pub(crate) async fn control_loop(
         let now = limit.current();
         let next = match (load, mean) {
             (Some(load), _) => {
-                let runs = peak.record(load.running);
-                let next = from_load(now, limit.in_flight(), load, runs, min, ceiling);
+                let lately = recent.record(load);
+                let next = from_load(now, limit.in_flight(), load, lately, min, ceiling);
                 // A vLLM says how loaded it is, so its queue, not a slow start, guards it: start
                 // from `--max-in-flight` as before and follow its load from there.
                 if limit.slow_start.swap(false, Ordering::AcqRel) {
@@ -362,34 +388,97 @@ mod tests {
     #[test]
     fn grows_while_the_upstream_has_room_and_shrinks_to_a_short_queue() {
         // All 256 slots out, nothing waiting: double.
-        assert_eq!(from_load(256, 256, Load { running: 256.0, waiting: 0.0 }, 256.0, 8, 4096), 512);
+        assert_eq!(
+            from_load(
+                256,
+                256,
+                Load { running: 256.0, waiting: 0.0 },
+                Lately { running: 256.0, waiting: 0.0 },
+                8,
+                4096
+            ),
+            512
+        );
         // Room but our slots are not all used (a chunk edge): hold.
-        assert_eq!(from_load(256, 100, Load { running: 100.0, waiting: 0.0 }, 100.0, 8, 4096), 256);
+        assert_eq!(
+            from_load(
+                256,
+                100,
+                Load { running: 100.0, waiting: 0.0 },
+                Lately { running: 100.0, waiting: 0.0 },
+                8,
+                4096
+            ),
+            256
+        );
         // Our slots are out but the upstream sees few of them (stuck on the way): hold.
-        assert_eq!(from_load(256, 256, Load { running: 120.0, waiting: 0.0 }, 120.0, 8, 4096), 256);
+        assert_eq!(
+            from_load(
+                256,
+                256,
+                Load { running: 120.0, waiting: 0.0 },
+                Lately { running: 120.0, waiting: 0.0 },
+                8,
+                4096
+            ),
+            256
+        );
         // 192 queued behind 64 running: shrink to 64 + 4.
-        assert_eq!(from_load(256, 256, Load { running: 64.0, waiting: 192.0 }, 64.0, 8, 4096), 68);
+        assert_eq!(
+            from_load(
+                256,
+                256,
+                Load { running: 64.0, waiting: 192.0 },
+                Lately { running: 64.0, waiting: 192.0 },
+                8,
+                4096
+            ),
+            68
+        );
         // A short queue is what we want: hold.
-        assert_eq!(from_load(68, 68, Load { running: 64.0, waiting: 4.0 }, 64.0, 8, 4096), 68);
+        assert_eq!(
+            from_load(68, 68, Load { running: 64.0, waiting: 4.0 }, Lately { running: 64.0, waiting: 4.0 }, 8, 4096),
+            68
+        );
         // Bounds.
-        assert_eq!(from_load(4000, 4000, Load { running: 4000.0, waiting: 0.0 }, 4000.0, 8, 4096), 4096);
-        assert_eq!(from_load(16, 16, Load { running: 1.0, waiting: 50.0 }, 1.0, 8, 4096), 8);
+        assert_eq!(
+            from_load(
+                4000,
+                4000,
+                Load { running: 4000.0, waiting: 0.0 },
+                Lately { running: 4000.0, waiting: 0.0 },
+                8,
+                4096
+            ),
+            4096
+        );
+        assert_eq!(
+            from_load(16, 16, Load { running: 1.0, waiting: 50.0 }, Lately { running: 1.0, waiting: 50.0 }, 8, 4096),
+            8
+        );
         // A wave of finished requests (7 run, 25 just sent wait for the next engine step) from an
         // engine that ran 32 a moment ago: hold what it runs, not what this report says.
-        assert_eq!(from_load(34, 34, Load { running: 7.0, waiting: 25.0 }, 32.0, 8, 4096), 34);
+        assert_eq!(
+            from_load(34, 34, Load { running: 7.0, waiting: 25.0 }, Lately { running: 32.0, waiting: 25.0 }, 8, 4096),
+            34
+        );
+        // Room for a moment from an upstream that queued lately: an eighth more, not double.
+        let lately = Lately { running: 32.0, waiting: 3.0 };
+        assert_eq!(from_load(34, 32, Load { running: 31.0, waiting: 0.0 }, lately, 8, 4096), 38);
     }
 
     #[test]
-    fn the_peak_covers_the_last_few_reports() {
-        let mut peak = RecentPeak::default();
-        assert_eq!(peak.record(32.0), 32.0);
-        assert_eq!(peak.record(7.0), 32.0);
+    fn lately_covers_the_last_few_reports() {
+        let mut recent = Recent::default();
+        let load = |running, waiting| Load { running, waiting };
+        assert_eq!(recent.record(load(32.0, 4.0)), Lately { running: 32.0, waiting: 4.0 });
+        assert_eq!(recent.record(load(7.0, 25.0)), Lately { running: 32.0, waiting: 25.0 });
         for _ in 0..PEAK_LOOKS - 2 {
-            assert_eq!(peak.record(5.0), 32.0);
+            assert_eq!(recent.record(load(5.0, 0.0)), Lately { running: 32.0, waiting: 25.0 });
         }
-        // The 32 was PEAK_LOOKS reports ago: forgotten.
-        assert_eq!(peak.record(6.0), 7.0);
-        assert_eq!(peak.record(6.0), 6.0);
+        // The first report was PEAK_LOOKS reports ago: forgotten, and then the second.
+        assert_eq!(recent.record(load(6.0, 0.0)), Lately { running: 7.0, waiting: 25.0 });
+        assert_eq!(recent.record(load(6.0, 0.0)), Lately { running: 6.0, waiting: 0.0 });
     }
 
     #[test]
