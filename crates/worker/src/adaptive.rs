@@ -183,32 +183,45 @@ fn target_waiting(running: f64) -> f64 {
     (running / 16.0).clamp(2.0, 32.0)
 }
 
-/// How many of the controller's looks [`Lately`] covers (4 s at the default 500 ms).
+/// How many of the controller's looks [`Lately::running`] covers (4 s at the default 500 ms).
 const PEAK_LOOKS: usize = 8;
+/// How many looks [`Lately::queued`] covers (30 s at the default 500 ms).
+const QUEUE_LOOKS: usize = 60;
 
-/// The most the upstream ran, and the most it queued, in its last [`PEAK_LOOKS`] reports.
+/// What the upstream's last reports say beyond the latest one.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Lately {
+    /// The most it ran in its last [`PEAK_LOOKS`] reports.
     pub running: f64,
-    pub waiting: f64,
+    /// Whether it queued requests (`waiting` ≥ 1) in any of its last [`QUEUE_LOOKS`] reports:
+    /// it has shown where its capacity is.
+    pub queued: bool,
 }
 
-/// The upstream's last [`PEAK_LOOKS`] reports.
-#[derive(Debug, Default)]
+/// The upstream's last reports.
+#[derive(Debug)]
 struct Recent {
-    loads: [Lately; PEAK_LOOKS],
+    running: [f64; PEAK_LOOKS],
     next: usize,
+    looks_since_queue: usize,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent { running: [0.0; PEAK_LOOKS], next: 0, looks_since_queue: usize::MAX }
+    }
 }
 
 impl Recent {
-    /// Records one report and returns the maxima including it.
+    /// Records one report and returns what the reports up to it say.
     fn record(&mut self, load: Load) -> Lately {
-        self.loads[self.next % PEAK_LOOKS] = Lately { running: load.running, waiting: load.waiting };
+        self.running[self.next % PEAK_LOOKS] = load.running;
         self.next += 1;
-        self.loads.iter().fold(Lately::default(), |m, l| Lately {
-            running: m.running.max(l.running),
-            waiting: m.waiting.max(l.waiting),
-        })
+        self.looks_since_queue = if load.waiting >= 1.0 { 0 } else { self.looks_since_queue.saturating_add(1) };
+        Lately {
+            running: self.running.iter().copied().fold(load.running, f64::max),
+            queued: self.looks_since_queue < QUEUE_LOOKS,
+        }
     }
 }
 
@@ -220,9 +233,10 @@ impl Recent {
 /// send in their place as waiting until its next step schedules them, so a single report can read
 /// "7 running, 25 waiting" from an engine that runs 32 — shrinking to 7 + 2 starved it (seen
 /// against vLLM 0.32 with `--max-num-seqs 32`: the limit fell to 9–20). For the same reason a
-/// report with nothing queued from an upstream that queued requests lately is room for a few more
-/// (an eighth), not for twice as many (it doubled from 34 to 68); an upstream that queued nothing
-/// lately has not shown its capacity yet, and the limit doubles.
+/// report with nothing queued from an upstream that queued in the last 30 s is room for a few more
+/// (an eighth), not for twice as many (it doubled from 34 to 68, and from 32 to 64 after 4 s
+/// without a queue at exactly its 32 slots); an upstream that queued nothing in that time has not
+/// shown its capacity, and the limit doubles (the ramp toward a large engine stays fast).
 pub(crate) fn from_load(
     limit: usize,
     in_flight: usize,
@@ -239,7 +253,7 @@ pub(crate) fn from_load(
     } else if load.waiting < 1.0 && in_flight * 10 >= limit * 9 && load.running * 10.0 >= in_flight as f64 * 9.0 {
         // Nothing queued, all our slots out, and the upstream runs what we sent (nothing stuck on
         // the way): it has room.
-        if lately.waiting >= 1.0 {
+        if lately.queued {
             // It queued lately: its capacity is near (see above).
             limit + (limit / 8).max(1)
         } else {
@@ -393,7 +407,7 @@ mod tests {
                 256,
                 256,
                 Load { running: 256.0, waiting: 0.0 },
-                Lately { running: 256.0, waiting: 0.0 },
+                Lately { running: 256.0, queued: false },
                 8,
                 4096
             ),
@@ -405,7 +419,7 @@ mod tests {
                 256,
                 100,
                 Load { running: 100.0, waiting: 0.0 },
-                Lately { running: 100.0, waiting: 0.0 },
+                Lately { running: 100.0, queued: false },
                 8,
                 4096
             ),
@@ -417,7 +431,7 @@ mod tests {
                 256,
                 256,
                 Load { running: 120.0, waiting: 0.0 },
-                Lately { running: 120.0, waiting: 0.0 },
+                Lately { running: 120.0, queued: false },
                 8,
                 4096
             ),
@@ -429,7 +443,7 @@ mod tests {
                 256,
                 256,
                 Load { running: 64.0, waiting: 192.0 },
-                Lately { running: 64.0, waiting: 192.0 },
+                Lately { running: 64.0, queued: true },
                 8,
                 4096
             ),
@@ -437,7 +451,7 @@ mod tests {
         );
         // A short queue is what we want: hold.
         assert_eq!(
-            from_load(68, 68, Load { running: 64.0, waiting: 4.0 }, Lately { running: 64.0, waiting: 4.0 }, 8, 4096),
+            from_load(68, 68, Load { running: 64.0, waiting: 4.0 }, Lately { running: 64.0, queued: true }, 8, 4096),
             68
         );
         // Bounds.
@@ -446,24 +460,24 @@ mod tests {
                 4000,
                 4000,
                 Load { running: 4000.0, waiting: 0.0 },
-                Lately { running: 4000.0, waiting: 0.0 },
+                Lately { running: 4000.0, queued: false },
                 8,
                 4096
             ),
             4096
         );
         assert_eq!(
-            from_load(16, 16, Load { running: 1.0, waiting: 50.0 }, Lately { running: 1.0, waiting: 50.0 }, 8, 4096),
+            from_load(16, 16, Load { running: 1.0, waiting: 50.0 }, Lately { running: 1.0, queued: true }, 8, 4096),
             8
         );
         // A wave of finished requests (7 run, 25 just sent wait for the next engine step) from an
         // engine that ran 32 a moment ago: hold what it runs, not what this report says.
         assert_eq!(
-            from_load(34, 34, Load { running: 7.0, waiting: 25.0 }, Lately { running: 32.0, waiting: 25.0 }, 8, 4096),
+            from_load(34, 34, Load { running: 7.0, waiting: 25.0 }, Lately { running: 32.0, queued: true }, 8, 4096),
             34
         );
         // Room for a moment from an upstream that queued lately: an eighth more, not double.
-        let lately = Lately { running: 32.0, waiting: 3.0 };
+        let lately = Lately { running: 32.0, queued: true };
         assert_eq!(from_load(34, 32, Load { running: 31.0, waiting: 0.0 }, lately, 8, 4096), 38);
     }
 
@@ -471,14 +485,21 @@ mod tests {
     fn lately_covers_the_last_few_reports() {
         let mut recent = Recent::default();
         let load = |running, waiting| Load { running, waiting };
-        assert_eq!(recent.record(load(32.0, 4.0)), Lately { running: 32.0, waiting: 4.0 });
-        assert_eq!(recent.record(load(7.0, 25.0)), Lately { running: 32.0, waiting: 25.0 });
+        let lately = |running, queued| Lately { running, queued };
+        assert_eq!(recent.record(load(20.0, 0.0)), lately(20.0, false), "no queue seen yet");
+        assert_eq!(recent.record(load(32.0, 4.0)), lately(32.0, true));
+        assert_eq!(recent.record(load(7.0, 25.0)), lately(32.0, true));
         for _ in 0..PEAK_LOOKS - 2 {
-            assert_eq!(recent.record(load(5.0, 0.0)), Lately { running: 32.0, waiting: 25.0 });
+            assert_eq!(recent.record(load(5.0, 0.0)), lately(32.0, true));
         }
-        // The first report was PEAK_LOOKS reports ago: forgotten, and then the second.
-        assert_eq!(recent.record(load(6.0, 0.0)), Lately { running: 7.0, waiting: 25.0 });
-        assert_eq!(recent.record(load(6.0, 0.0)), Lately { running: 6.0, waiting: 0.0 });
+        // The 32 was PEAK_LOOKS reports ago: forgotten, and then the 7; the queue is remembered.
+        assert_eq!(recent.record(load(6.0, 0.0)), lately(7.0, true));
+        assert_eq!(recent.record(load(6.0, 0.0)), lately(6.0, true));
+        // The last queue QUEUE_LOOKS reports ago: forgotten.
+        for _ in 0..QUEUE_LOOKS - PEAK_LOOKS - 1 {
+            assert_eq!(recent.record(load(6.0, 0.0)), lately(6.0, true));
+        }
+        assert_eq!(recent.record(load(6.0, 0.0)), lately(6.0, false));
     }
 
     #[test]
