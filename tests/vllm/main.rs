@@ -191,6 +191,11 @@ async fn finish(api: &str, id: &str) -> (Value, Vec<Value>, Vec<Value>) {
     (done["batch"].clone(), lines("output"), lines("errors"))
 }
 
+/// The server's `/metrics` page.
+async fn metrics(c: &Client) -> String {
+    c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
 /// Prompts of different kinds and lengths, so that answers differ in length and content.
 const PROMPTS: &[&str] = &[
     "What is the capital of France?",
@@ -343,7 +348,7 @@ async fn the_adaptive_limit_settles_near_vllms_max_num_seqs() {
     let mut samples = Vec::new();
     let began = Instant::now();
     loop {
-        let page = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let page = metrics(&c).await;
         let b = c.batch(&id).await;
         let done = b["request_counts"]["completed"].as_u64().unwrap_or(0)
             + b["request_counts"]["failed"].as_u64().unwrap_or(0);
@@ -386,7 +391,7 @@ async fn ready_health_and_models_report_real_vllm() {
     assert_eq!(health.status, 200, "{}", health.body);
     let text = health.body.to_string();
     assert!(text.contains(SERVED) && text.contains(&vllm.upstream()), "{text}");
-    let page = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let page = metrics(&c).await;
     assert_eq!(sample(&page, &format!("vllm_model_loaded{{model=\"{SERVED}\"}}")), Some(1.0), "{page}");
     assert_eq!(sample(&page, "vllm_upstream_up{upstream=\"0\"}"), Some(1.0));
 }
@@ -447,7 +452,7 @@ async fn vllm_killed_mid_batch_and_restarted_fails_no_line() {
     let killed_at = Instant::now();
     let up = "vllm_upstream_up{upstream=\"0\"}";
     let down_seen = loop {
-        let page = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let page = metrics(&c).await;
         if sample(&page, up) == Some(0.0) {
             break killed_at.elapsed();
         }
@@ -468,7 +473,7 @@ async fn vllm_killed_mid_batch_and_restarted_fails_no_line() {
     let expected: HashMap<String, usize> = (0..n).map(|i| (format!("req-{i}"), 8 + (i % 4) * 4)).collect();
     check_answers(&batch, &out, &err, &expected, "chat.completion");
     assert_eq!(during["request_counts"]["failed"], 0, "{during}");
-    let page = c.http.get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let page = metrics(&c).await;
     assert_eq!(sample(&page, up), Some(1.0), "up again");
     let outages = sample(&page, "vllm_upstream_outages_total{upstream=\"0\"}").unwrap_or(0.0);
     assert!(outages >= 1.0, "the outage is counted");

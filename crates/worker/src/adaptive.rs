@@ -399,86 +399,32 @@ mod tests {
         assert_eq!(parse_load(""), None);
     }
 
+    /// `from_load` with bounds 8..=4096, a report of `(running, waiting)` and `lately` as
+    /// `(most run lately, queued lately)`.
+    fn next(limit: usize, in_flight: usize, (running, waiting): (f64, f64), (most, queued): (f64, bool)) -> usize {
+        from_load(limit, in_flight, Load { running, waiting }, Lately { running: most, queued }, 8, 4096)
+    }
+
     #[test]
     fn grows_while_the_upstream_has_room_and_shrinks_to_a_short_queue() {
-        // All 256 slots out, nothing waiting: double.
-        assert_eq!(
-            from_load(
-                256,
-                256,
-                Load { running: 256.0, waiting: 0.0 },
-                Lately { running: 256.0, queued: false },
-                8,
-                4096
-            ),
-            512
-        );
+        // All 256 slots out, nothing waiting, no queue lately: double.
+        assert_eq!(next(256, 256, (256.0, 0.0), (256.0, false)), 512);
         // Room but our slots are not all used (a chunk edge): hold.
-        assert_eq!(
-            from_load(
-                256,
-                100,
-                Load { running: 100.0, waiting: 0.0 },
-                Lately { running: 100.0, queued: false },
-                8,
-                4096
-            ),
-            256
-        );
+        assert_eq!(next(256, 100, (100.0, 0.0), (100.0, false)), 256);
         // Our slots are out but the upstream sees few of them (stuck on the way): hold.
-        assert_eq!(
-            from_load(
-                256,
-                256,
-                Load { running: 120.0, waiting: 0.0 },
-                Lately { running: 120.0, queued: false },
-                8,
-                4096
-            ),
-            256
-        );
+        assert_eq!(next(256, 256, (120.0, 0.0), (120.0, false)), 256);
         // 192 queued behind 64 running: shrink to 64 + 4.
-        assert_eq!(
-            from_load(
-                256,
-                256,
-                Load { running: 64.0, waiting: 192.0 },
-                Lately { running: 64.0, queued: true },
-                8,
-                4096
-            ),
-            68
-        );
+        assert_eq!(next(256, 256, (64.0, 192.0), (64.0, true)), 68);
         // A short queue is what we want: hold.
-        assert_eq!(
-            from_load(68, 68, Load { running: 64.0, waiting: 4.0 }, Lately { running: 64.0, queued: true }, 8, 4096),
-            68
-        );
+        assert_eq!(next(68, 68, (64.0, 4.0), (64.0, true)), 68);
         // Bounds.
-        assert_eq!(
-            from_load(
-                4000,
-                4000,
-                Load { running: 4000.0, waiting: 0.0 },
-                Lately { running: 4000.0, queued: false },
-                8,
-                4096
-            ),
-            4096
-        );
-        assert_eq!(
-            from_load(16, 16, Load { running: 1.0, waiting: 50.0 }, Lately { running: 1.0, queued: true }, 8, 4096),
-            8
-        );
+        assert_eq!(next(4000, 4000, (4000.0, 0.0), (4000.0, false)), 4096);
+        assert_eq!(next(16, 16, (1.0, 50.0), (1.0, true)), 8);
         // A wave of finished requests (7 run, 25 just sent wait for the next engine step) from an
         // engine that ran 32 a moment ago: hold what it runs, not what this report says.
-        assert_eq!(
-            from_load(34, 34, Load { running: 7.0, waiting: 25.0 }, Lately { running: 32.0, queued: true }, 8, 4096),
-            34
-        );
+        assert_eq!(next(34, 34, (7.0, 25.0), (32.0, true)), 34);
         // Room for a moment from an upstream that queued lately: an eighth more, not double.
-        let lately = Lately { running: 32.0, queued: true };
-        assert_eq!(from_load(34, 32, Load { running: 31.0, waiting: 0.0 }, lately, 8, 4096), 38);
+        assert_eq!(next(34, 32, (31.0, 0.0), (32.0, true)), 38);
     }
 
     #[test]
