@@ -5,17 +5,12 @@
 //! the document does not declare fails the test, and so does an operation no test called.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::*;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// A live answer: status, media type (without parameters) and body — parsed when JSON, else text.
 struct Live {
@@ -162,10 +157,7 @@ enum Body {
 
 /// `python -m openapi_spec_validator` from the test venv on the served document.
 async fn validate_with_openapi_spec_validator(doc: &Value) {
-    let python = match std::env::var_os("VLLM_BATCH_TEST_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => repo_root().join(".venv-test/bin/python"),
-    };
+    let python = test_python();
     let hint = "run `tests/run.sh` (it installs tests/sdk/requirements.txt, openapi-spec-validator included, \
                 into .venv-test), or set VLLM_BATCH_TEST_PYTHON to a python that has it";
     assert!(python.exists(), "no Python at {}; {hint}", python.display());

@@ -39,10 +39,7 @@ fn repo_root() -> PathBuf {
 
 /// The `schemathesis` command of the test venv, or a panic that says how to get it.
 async fn schemathesis() -> PathBuf {
-    let python = match std::env::var_os("VLLM_BATCH_TEST_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => repo_root().join(".venv-test/bin/python"),
-    };
+    let python = test_python();
     let hint = "run `tests/run.sh` (it creates .venv-test with tests/sdk/requirements.txt, which pins \
                 schemathesis), or `.venv-test/bin/pip install -r tests/sdk/requirements.txt`";
     assert!(python.exists(), "no Python for the schema fuzz test at {}; {hint}", python.display());

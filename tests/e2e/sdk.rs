@@ -20,29 +20,6 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The Python interpreter that has the `openai` package, or a panic that says how to get one.
-async fn sdk_python() -> PathBuf {
-    let python = match std::env::var_os("VLLM_BATCH_TEST_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => repo_root().join(".venv-test/bin/python"),
-    };
-    let hint = "run `tests/run.sh` (it creates .venv-test with tests/sdk/requirements.txt), \
-                or set VLLM_BATCH_TEST_PYTHON to a python that has the `openai` package";
-    assert!(python.exists(), "no Python for the SDK test at {}; {hint}", python.display());
-    let probe = Command::new(&python)
-        .args(["-c", "import openai; print(openai.__version__)"])
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("{} does not run: {e}; {hint}", python.display()));
-    assert!(
-        probe.status.success(),
-        "{} cannot import openai: {}; {hint}",
-        python.display(),
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    python
-}
-
 /// `node`, with the `openai` package installed under `tests/sdk/node`, or a panic that says how to
 /// get them.
 async fn sdk_node() -> PathBuf {

@@ -150,18 +150,9 @@ fn serve_on(vllm: &Vllm, extra: &[&str]) -> (Proc, tempfile::TempDir) {
     (Proc::start("serve", dir.path(), &args), dir)
 }
 
-/// The Python interpreter with the `openai` package (`tests/run.sh` makes `.venv-test`).
-fn sdk_python() -> PathBuf {
-    let python = std::env::var_os("VLLM_BATCH_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| here().join("../../.venv-test/bin/python"));
-    assert!(python.exists(), "no Python with the openai package at {}: run tests/run.sh", python.display());
-    python
-}
-
 /// `client.py ARGS` with the official SDK pointed at `api`; its one JSON line.
 async fn sdk(api: &str, args: &[&str]) -> Value {
-    let out = tokio::process::Command::new(sdk_python())
+    let out = tokio::process::Command::new(sdk_python().await)
         .arg(here().join("client.py"))
         .args(args)
         .env("OPENAI_BASE_URL", format!("{api}/v1"))
@@ -417,20 +408,11 @@ async fn every_gpu_and_inference_panel_has_data_from_real_vllm() {
     let (batch, _, _) = finish(&api, &id).await;
     assert_eq!(batch["status"], "completed", "{batch}");
     let allowed = expected_empty();
-    let out = Command::new("python3")
-        .arg(repo().join("monitoring/grafana/check_dashboards.py"))
-        .arg("--list-exprs")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let mut exprs = Vec::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let expr = v["expr"].as_str().unwrap().to_string();
-        if v["dashboard"] == "vllm-batch-gpu" && !allowed.contains_key(&expr) {
-            exprs.push((format!("panel {}", v["panel"]), expr));
-        }
-    }
+    let exprs: Vec<(String, String)> = panel_expressions()
+        .into_iter()
+        .filter(|p| p.dashboard == "vllm-batch-gpu" && !allowed.contains_key(&p.expr))
+        .map(|p| (format!("panel {}", p.panel), p.expr))
+        .collect();
     let reading_vllm = exprs.iter().filter(|(_, e)| e.contains("vllm:")).count();
     assert!(reading_vllm >= 4, "the dashboard reads vLLM's own series: {exprs:?}");
     let problems = without_data(&prom.url, &exprs, &id, Duration::from_secs(90)).await;

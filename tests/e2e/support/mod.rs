@@ -109,6 +109,35 @@ pub fn migrate(data_dir: &Path, env: &[(&str, &str)]) {
     assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The test venv's Python: `VLLM_BATCH_TEST_PYTHON` (set by `tests/run.sh`) or the repository's
+/// `.venv-test`, which `tests/run.sh` makes with `tests/sdk/requirements.txt`. Not checked here.
+pub fn test_python() -> PathBuf {
+    match std::env::var_os("VLLM_BATCH_TEST_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv-test/bin/python"),
+    }
+}
+
+/// The Python interpreter that has the `openai` package, or a panic that says how to get one.
+pub async fn sdk_python() -> PathBuf {
+    let python = test_python();
+    let hint = "run `tests/run.sh` (it creates .venv-test with tests/sdk/requirements.txt), \
+                or set VLLM_BATCH_TEST_PYTHON to a python that has the `openai` package";
+    assert!(python.exists(), "no Python for the SDK test at {}; {hint}", python.display());
+    let probe = tokio::process::Command::new(&python)
+        .args(["-c", "import openai; print(openai.__version__)"])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{} does not run: {e}; {hint}", python.display()));
+    assert!(
+        probe.status.success(),
+        "{} cannot import openai: {}; {hint}",
+        python.display(),
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    python
+}
+
 pub async fn sim(config: SimConfig) -> SimHandle {
     upstream_sim::spawn(config).await.expect("upstream-sim starts")
 }

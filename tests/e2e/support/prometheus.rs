@@ -113,9 +113,17 @@ pub fn substitute(expr: &str, batch_id: &str) -> String {
         .replace("$batch_id", batch_id)
 }
 
-/// (where, expression) of every dashboard panel target (from the dashboard checker) and every
-/// recording rule, plus each recorded series by name.
-pub fn expressions() -> Vec<(String, String)> {
+/// One PromQL expression of a dashboard panel's target.
+pub struct PanelExpr {
+    /// The dashboard's uid.
+    pub dashboard: String,
+    /// The panel's title.
+    pub panel: String,
+    pub expr: String,
+}
+
+/// Every dashboard panel target's expression, as the dashboard checker lists them.
+pub fn panel_expressions() -> Vec<PanelExpr> {
     let root = repo();
     let out = Command::new("python3")
         .arg(root.join("monitoring/grafana/check_dashboards.py"))
@@ -124,12 +132,25 @@ pub fn expressions() -> Vec<(String, String)> {
         .output()
         .unwrap();
     assert!(out.status.success(), "check_dashboards.py --list-exprs failed: {}", String::from_utf8_lossy(&out.stderr));
-    let mut all = Vec::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let expr = v["expr"].as_str().unwrap().to_string();
-        all.push((format!("dashboard {} / panel {}", v["dashboard"], v["panel"]), expr));
-    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |v: &Value, k: &str| v[k].as_str().unwrap_or_else(|| panic!("no {k} in {v}")).to_string();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            PanelExpr { dashboard: field(&v, "dashboard"), panel: field(&v, "panel"), expr: field(&v, "expr") }
+        })
+        .collect()
+}
+
+/// (where, expression) of every dashboard panel target and every recording rule, plus each
+/// recorded series by name.
+pub fn expressions() -> Vec<(String, String)> {
+    let root = repo();
+    let mut all: Vec<(String, String)> = panel_expressions()
+        .into_iter()
+        .map(|p| (format!("dashboard {:?} / panel {:?}", p.dashboard, p.panel), p.expr))
+        .collect();
     assert!(all.len() >= 30, "dashboards hold only {} expressions", all.len());
     for entry in std::fs::read_dir(root.join("monitoring/prometheus/rules")).unwrap() {
         let path = entry.unwrap().path();
