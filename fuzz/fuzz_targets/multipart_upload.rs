@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 use vllm_batch_api::{ApiLimits, AppState};
 use vllm_batch_metrics::gpu::GpuSampler;
-use vllm_batch_store::{LocalFileStore, SqliteStore};
+use vllm_batch_store::{LocalFileStore, SqlStore};
 use vllm_batch_upstream::{parse_upstreams, Upstreams};
 
 const BOUNDARY: &str = "fuzzboundary";
@@ -53,7 +53,7 @@ fn harness() -> &'static Harness {
         let files_root = dir.path().join("files");
         let app = rt.block_on(async {
             let url = format!("sqlite://{}", dir.path().join("fuzz.db").display());
-            let store = SqliteStore::connect(&url).await.expect("sqlite opens");
+            let store = SqlStore::connect(&url, &Default::default()).await.expect("sqlite opens");
             vllm_batch_store::Store::migrate(&store).await.expect("migrations apply");
             let files = LocalFileStore::open(&files_root).await.expect("file store opens");
             // Nothing listens on port 9 (discard): the upstream is never reached by uploads.

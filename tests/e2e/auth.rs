@@ -197,8 +197,8 @@ async fn without_keys_only_loopback_is_served() {
     use axum::extract::ConnectInfo;
     use tower::ServiceExt;
     let dir = tempfile::tempdir().unwrap();
-    let sqlite =
-        vllm_batch_store::SqliteStore::connect(&format!("sqlite://{}/db.sqlite", dir.path().display())).await.unwrap();
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+    let sqlite = vllm_batch_store::SqlStore::connect(&url, &Default::default()).await.unwrap();
     vllm_batch_store::Store::migrate(&sqlite).await.unwrap();
     let store: Arc<dyn vllm_batch_store::Store> = Arc::new(sqlite);
     let files: Arc<dyn vllm_batch_store::FileStore> =

@@ -201,6 +201,16 @@ pub struct Usage {
     pub total_tokens: i64,
 }
 
+impl std::ops::AddAssign<&Usage> for Usage {
+    fn add_assign(&mut self, u: &Usage) {
+        self.input_tokens += u.input_tokens;
+        self.input_tokens_details.cached_tokens += u.input_tokens_details.cached_tokens;
+        self.output_tokens += u.output_tokens;
+        self.output_tokens_details.reasoning_tokens += u.output_tokens_details.reasoning_tokens;
+        self.total_tokens += u.total_tokens;
+    }
+}
+
 /// One entry of `errors.data`: why validation failed, with the input line when there is one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BatchError {

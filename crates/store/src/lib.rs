@@ -1,6 +1,7 @@
-//! Persistence for vllm-batch: the `Store` trait (batches, files, chunks, leases, fencing) with
-//! its SQLite and PostgreSQL implementations, and the `FileStore` that holds file bodies (a local folder or an
-//! S3-compatible object store).
+//! Persistence for vllm-batch: the `Store` trait (batches, files, chunks, leases, fencing), one
+//! implementation of it (`queue.rs`) over SQLite or PostgreSQL with thin dialect adapters
+//! (`sqlite.rs`, `postgres.rs`), and the `FileStore` that holds file bodies (a local folder or an
+//! S3-compatible object store). Only this crate speaks SQL.
 //!
 //! `api` and `worker` only ever see `dyn Store` and `dyn FileStore`, so a PostgreSQL store or an
 //! object-store backend slots in without touching them.
@@ -11,10 +12,11 @@ pub mod lines;
 pub mod location;
 pub mod model;
 pub mod object;
-pub mod postgres;
+mod postgres;
+mod queue;
 mod rows;
 pub mod schema;
-pub mod sqlite;
+mod sqlite;
 
 use async_trait::async_trait;
 use vllm_batch_core::{Batch, BatchId, FileId, FileObject};
@@ -25,24 +27,14 @@ pub use lines::LineReader;
 pub use location::{open_file_store, FileStoreConfig, S3Options};
 pub use model::*;
 pub use object::ObjectFileStore;
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use queue::{Dialect, SqlStore};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Opens the database a URL names: `sqlite://PATH` (the embedded default) or
 /// `postgres://…` / `postgresql://…` (scale-out). Does not migrate.
 pub async fn connect(url: &str, pool: &PoolConfig) -> Result<std::sync::Arc<dyn Store>> {
-    if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(SqliteStore::connect_with(url, pool).await?))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(std::sync::Arc::new(PgStore::connect(url, pool).await?))
-    } else {
-        Err(StoreError::Config(format!(
-            "unsupported database URL {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
-            redact_url(url)
-        )))
-    }
+    Ok(std::sync::Arc::new(SqlStore::connect(url, pool).await?))
 }
 
 pub use vllm_batch_core::redact_url;
@@ -50,7 +42,8 @@ pub use vllm_batch_core::redact_url;
 /// Everything the API and the workers keep in the database.
 ///
 /// Every write a worker makes on a chunk or a batch job is conditioned on the fence it got when
-/// claiming, so a worker that lost its lease can never overwrite newer work.
+/// claiming (`Fenced`), so a worker that lost its lease can never overwrite newer work. Every
+/// lease and deadline is decided on the database's clock, never the caller's.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // --- schema ------------------------------------------------------------------------------
@@ -97,23 +90,25 @@ pub trait Store: Send + Sync + 'static {
 
     // --- validation job ----------------------------------------------------------------------
     async fn claim_validation(&self, worker: &str, lease_ms: i64) -> Result<Option<BatchJob>>;
-    async fn extend_job(&self, job: &BatchJob, lease_ms: i64) -> Result<bool>;
+    async fn extend_job(&self, job: &BatchJob, lease_ms: i64) -> Result<Fenced>;
     /// Records the chunks and moves the batch to `in_progress`, or fails it with its errors.
-    async fn finish_validation(&self, job: &BatchJob, outcome: &ValidationOutcome) -> Result<bool>;
+    async fn finish_validation(&self, job: &BatchJob, outcome: &ValidationOutcome) -> Result<Fenced>;
 
     // --- chunks ------------------------------------------------------------------------------
     async fn claim_chunk(&self, worker: &str, lease_ms: i64) -> Result<Option<ChunkLease>>;
-    /// Extends the leases and records progress; answers, for each lease, whether it is still
+    /// Extends the leases and records checkpoints; answers, for each lease, whether it is still
     /// held and the batch's status (so the worker learns of cancellation).
     async fn heartbeat(&self, beats: &[ChunkBeat], lease_ms: i64) -> Result<Vec<BeatAnswer>>;
-    /// Marks the chunk done and adds its counts to the batch, in one transaction.
-    async fn complete_chunk(&self, lease: &ChunkLease, result: &ChunkOutcome) -> Result<bool>;
-    /// Hands a chunk back (graceful shutdown): pending again, under a new fence.
-    async fn release_chunk(&self, lease: &ChunkLease) -> Result<()>;
+    /// Marks the chunk done with its final checkpoint (every line of it, earlier holders'
+    /// included) and adds that to the batch's counts, in one transaction.
+    async fn complete_chunk(&self, lease: &ChunkLease, done: &Checkpoint) -> Result<Fenced>;
+    /// Hands a chunk back (graceful shutdown): pending again, under a new fence, keeping its
+    /// checkpoint.
+    async fn release_chunk(&self, lease: &ChunkLease) -> Result<Fenced>;
 
     // --- finalization ------------------------------------------------------------------------
     async fn claim_finalization(&self, worker: &str, lease_ms: i64) -> Result<Option<FinalizeJob>>;
-    async fn finish_finalization(&self, job: &FinalizeJob, done: &FinalizeOutcome) -> Result<bool>;
+    async fn finish_finalization(&self, job: &FinalizeJob, done: &FinalizeOutcome) -> Result<Fenced>;
     /// Gives a claimed job back without finishing it.
     async fn release_job(&self, job: &BatchJob) -> Result<()>;
 
@@ -123,4 +118,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap query proving the database answers (readiness).
     async fn ping(&self) -> Result<()>;
+
+    /// The database's clock, Unix milliseconds: the one every lease decision uses.
+    async fn db_now_ms(&self) -> Result<i64>;
 }

@@ -1,6 +1,7 @@
 //! Records passed between the store and its callers: pages, new batches, claimed work.
 
-use vllm_batch_core::{BatchError, BatchId, CompletionWindow, Endpoint, FileId, Metadata, Usage};
+use serde::{Deserialize, Serialize};
+use vllm_batch_core::{BatchError, BatchId, BatchStatus, CompletionWindow, Endpoint, FileId, Metadata, Usage};
 
 /// Which owner's objects a call sees: `Some(owner)` only theirs, `None` all.
 pub type Scope<'a> = Option<&'a str>;
@@ -107,6 +108,14 @@ pub struct ChunkLease {
     pub fence: i64,
     /// This claim is the batch's first dispatch (for the queue-wait histogram).
     pub first_claim: bool,
+    /// Milliseconds from the batch's creation to this claim, on the database's clock.
+    pub queued_ms: i64,
+    /// Milliseconds left, at the claim, before the batch's completion window closes — on the
+    /// database's clock; the worker counts it down on its monotonic clock.
+    pub expires_in_ms: i64,
+    /// What earlier holders of the chunk made durable: the new holder keeps it and sends only
+    /// the lines it lacks.
+    pub checkpoint: Checkpoint,
 }
 
 /// What a heartbeat reports of one held chunk.
@@ -115,8 +124,128 @@ pub struct ChunkBeat {
     pub batch_id: BatchId,
     pub idx: i64,
     pub fence: i64,
+    /// The chunk's progress when it moved since the last beat (its parts are committed);
+    /// `None` only extends the lease.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A chunk's durable progress: the part files committed so far, which of the chunk's lines
+/// they answer, and their counts and usage. Recorded with every heartbeat (fenced) and at
+/// completion; the batch's visible counts include it, so they never go back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Storage keys of the committed parts (`part_key`), in the order written.
+    pub parts: Vec<String>,
+    /// Offsets (0-based, within the chunk's non-blank lines) of the lines answered in `parts`.
+    pub done: LineSet,
     pub completed: i64,
     pub failed: i64,
+    pub usage: Usage,
+}
+
+impl Checkpoint {
+    /// Decodes the stored form; `None` (no checkpoint yet) is the empty one.
+    pub fn from_column(json: Option<&str>) -> crate::Result<Checkpoint> {
+        match json {
+            None => Ok(Checkpoint::default()),
+            Some(j) => {
+                serde_json::from_str(j).map_err(|e| crate::StoreError::Corrupt(format!("chunk checkpoint: {e}")))
+            }
+        }
+    }
+
+    pub fn to_column(&self) -> String {
+        serde_json::to_string(self).expect("a checkpoint serialises")
+    }
+}
+
+/// A set of line offsets, as a bitmap (64 lines a word).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LineSet(Vec<u64>);
+
+impl LineSet {
+    pub fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    pub fn insert(&mut self, i: usize) {
+        if self.0.len() <= i / 64 {
+            self.0.resize(i / 64 + 1, 0);
+        }
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A chunk's state in the queue: `pending → leased → done`; `leased → pending` when handed
+/// back (or re-claimed by another worker after its lease expired, under a new fence);
+/// `pending/leased → abandoned` when cancellation or expiry takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkState {
+    Pending,
+    Leased,
+    Done,
+    Abandoned,
+}
+
+impl ChunkState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChunkState::Pending => "pending",
+            ChunkState::Leased => "leased",
+            ChunkState::Done => "done",
+            ChunkState::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl std::str::FromStr for ChunkState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [ChunkState::Pending, ChunkState::Leased, ChunkState::Done, ChunkState::Abandoned]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown chunk state {s:?}"))
+    }
+}
+
+/// What became of a write conditioned on a fence.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    /// The fence still held: the write is in.
+    Applied,
+    /// Another holder took the job or chunk (or the batch moved on): nothing was written.
+    Lost,
+}
+
+impl Fenced {
+    pub fn from_rows(rows: u64) -> Fenced {
+        if rows > 0 {
+            Fenced::Applied
+        } else {
+            Fenced::Lost
+        }
+    }
+
+    pub fn applied(self) -> bool {
+        self == Fenced::Applied
+    }
+}
+
+/// Statuses of a batch that has not ended, as an SQL list: `('validating', …)`.
+pub fn open_statuses_sql() -> String {
+    let open: Vec<String> =
+        BatchStatus::ALL.iter().filter(|s| !s.is_terminal()).map(|s| format!("'{}'", s.as_str())).collect();
+    format!("({})", open.join(", "))
 }
 
 /// Whether a lease is still ours, and whether its batch should stop dispatching.
@@ -127,14 +256,6 @@ pub enum BeatAnswer {
     Cancelling,
     /// Another worker took the chunk (or it was abandoned): drop it.
     Lost,
-}
-
-/// A finished chunk's counts and usage (its parts are already in the file store).
-#[derive(Debug, Clone, Default)]
-pub struct ChunkOutcome {
-    pub completed: i64,
-    pub failed: i64,
-    pub usage: Usage,
 }
 
 /// How a batch ends.
@@ -149,21 +270,39 @@ pub enum FinalizeMode {
 }
 
 impl FinalizeMode {
-    /// How a batch that is ready to finalize ends — the one rule both backends apply.
-    /// `unfinished` counts chunks not done (taken by cancel or expiry); `late` says the batch is
-    /// past its completion window with lines that did not complete (chunks that ran into the
-    /// deadline wrote them `batch_expired`, e.g. an upstream outage that outlasted the window).
-    pub fn decide(status: &str, unfinished: i64, late: bool) -> FinalizeMode {
+    /// How a batch that is ready to finalize ends. `unfinished` counts chunks not done (taken
+    /// by cancel or expiry); `late` says the batch is past its completion window with lines
+    /// that did not complete (chunks that ran into the deadline wrote them `batch_expired`,
+    /// e.g. an upstream outage that outlasted the window).
+    pub fn decide(status: BatchStatus, unfinished: i64, late: bool) -> FinalizeMode {
         match status {
-            "cancelling" => FinalizeMode::Cancel,
+            BatchStatus::Cancelling => FinalizeMode::Cancel,
             _ if unfinished == 0 && !late => FinalizeMode::Complete,
             _ => FinalizeMode::Expire,
         }
     }
+
+    /// The batch's terminal status and the column that stamps it.
+    pub fn end(self) -> (BatchStatus, &'static str) {
+        match self {
+            FinalizeMode::Complete => (BatchStatus::Completed, "completed_at"),
+            FinalizeMode::Cancel => (BatchStatus::Cancelled, "cancelled_at"),
+            FinalizeMode::Expire => (BatchStatus::Expired, "expired_at"),
+        }
+    }
 }
 
-/// A finalization claimed by a worker. `chunks` lists every chunk in order with the fence of
-/// its stored parts (`None` for a chunk abandoned to cancellation or expiry).
+/// One chunk as finalization sees it.
+#[derive(Debug, Clone)]
+pub struct FinalChunk {
+    pub spec: ChunkSpec,
+    /// Completed by its holder (its counts are in the batch); otherwise abandoned to cancel or
+    /// expiry: its checkpointed answers are kept, its other lines written as errors.
+    pub done: bool,
+    pub checkpoint: Checkpoint,
+}
+
+/// A finalization claimed by a worker, with every chunk in order.
 #[derive(Debug, Clone)]
 pub struct FinalizeJob {
     pub job: BatchJob,
@@ -173,15 +312,18 @@ pub struct FinalizeJob {
     pub error_file_id: FileId,
     pub output_expires_at: Option<i64>,
     pub created_at: i64,
-    pub chunks: Vec<(ChunkSpec, Option<i64>)>,
+    pub chunks: Vec<FinalChunk>,
 }
 
-/// The files finalization wrote, and the counts of lines it turned into errors.
+/// The files finalization wrote, and what it adds to the batch's counts: the checkpoints of
+/// abandoned chunks and the lines it wrote as `batch_cancelled` / `batch_expired`.
 #[derive(Debug, Clone, Default)]
 pub struct FinalizeOutcome {
     pub output_bytes: Option<i64>,
     pub error_bytes: Option<i64>,
+    pub extra_completed: i64,
     pub extra_failed: i64,
+    pub extra_usage: Usage,
 }
 
 /// Storage key of a file's body.
@@ -189,9 +331,16 @@ pub fn file_key(id: &FileId) -> String {
     format!("files/{id}")
 }
 
-/// Storage key of one chunk's output (`out`) or error (`err`) part under one fence.
+/// Storage key of one chunk's output (`out`) or error (`err`) part under one fence, as written
+/// before checkpoints (a finished chunk of a batch that ran across the upgrade has these).
 pub fn part_key(batch: &BatchId, idx: i64, fence: i64, kind: &str) -> String {
     format!("parts/{batch}/{idx:08}-{fence}.{kind}.jsonl")
+}
+
+/// Storage key of segment `seg` of one chunk's output (`out`) or error (`err`) under one fence:
+/// each checkpoint commits one.
+pub fn segment_key(batch: &BatchId, idx: i64, fence: i64, seg: u32, kind: &str) -> String {
+    format!("parts/{batch}/{idx:08}-{fence}-{seg:04}.{kind}.jsonl")
 }
 
 /// Database connection pool settings (`--db-*` flags).

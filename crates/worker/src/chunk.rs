@@ -1,27 +1,31 @@
-//! Processing one claimed chunk: read its byte range, send every line upstream under the shared
-//! in-flight limit, stream results into the chunk's output and error parts, then complete the
-//! chunk in one fenced transaction.
+//! Processing one claimed chunk: read its byte range, send every line its checkpoint lacks
+//! upstream under the shared in-flight limit, stream the results into part segments, commit a
+//! segment and record it as the chunk's checkpoint with every heartbeat, then complete the chunk
+//! in one fenced transaction.
+//!
+//! A chunk whose holder died (or lost its lease, or handed it back) resumes: the next holder
+//! keeps the checkpoint — the committed segments and which lines they answer — and sends only
+//! the other lines. At most the lines answered since the last heartbeat are sent twice.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 use vllm_batch_core::batch::{InputTokensDetails, OutputTokensDetails};
 use vllm_batch_core::line::{is_blank, trim_line, RequestLine};
 use vllm_batch_core::output::{error_line, output_line, LineFailure};
-use vllm_batch_core::time::unix_now_ms;
 use vllm_batch_core::Usage;
 use vllm_batch_metrics::metrics;
 use vllm_batch_metrics::throughput::throughput;
-use vllm_batch_store::{file_key, part_key, BlobWriter, ChunkBeat, ChunkLease, ChunkOutcome};
+use vllm_batch_store::{file_key, segment_key, BlobWriter, Checkpoint, ChunkBeat, ChunkLease, Fenced, FileStore};
 
-use crate::dispatch::{send, Outcome};
+use crate::dispatch::{send, Outcome, UpstreamResponse};
 use crate::Shared;
 
 /// Why dispatch of a chunk stopped early.
@@ -47,31 +51,65 @@ pub(crate) struct ChunkState {
     /// Lines not yet on the wire (they count in the worker's backlog).
     undispatched: AtomicI64,
     stop: watch::Sender<Option<StopReason>>,
+    /// When the batch's completion window closes, on this process's monotonic clock (the
+    /// database said how far away it was at the claim).
+    deadline: tokio::time::Instant,
+    /// Asks the part writer for a checkpoint (set once the chunk's task has started).
+    checkpoints: Mutex<Option<mpsc::Sender<oneshot::Sender<Option<Checkpoint>>>>>,
+    /// Lines of the last checkpoint the database took: a beat that has nothing newer only
+    /// extends the lease.
+    recorded: AtomicUsize,
 }
 
 impl ChunkState {
     pub fn new(lease: &ChunkLease) -> Arc<Self> {
+        let answered = lease.checkpoint.done.len();
         Arc::new(ChunkState {
             lease: lease.clone(),
-            completed: AtomicI64::new(0),
-            failed: AtomicI64::new(0),
+            completed: AtomicI64::new(lease.checkpoint.completed),
+            failed: AtomicI64::new(lease.checkpoint.failed),
             gave_up: AtomicI64::new(0),
-            undispatched: AtomicI64::new(lease.chunk.line_count),
+            undispatched: AtomicI64::new(lease.chunk.line_count - answered as i64),
             stop: watch::channel(None).0,
+            deadline: tokio::time::Instant::now() + Duration::from_millis(lease.expires_in_ms.max(0) as u64),
+            checkpoints: Mutex::new(None),
+            recorded: AtomicUsize::new(answered),
         })
+    }
+
+    /// Lines this holder has to send (those its checkpoint lacks).
+    pub fn lines_to_send(&self) -> i64 {
+        self.undispatched.load(Ordering::Acquire)
     }
 
     pub fn key(&self) -> (String, i64) {
         (self.lease.batch_id.to_string(), self.lease.chunk.idx)
     }
 
-    pub fn beat(&self) -> ChunkBeat {
+    /// The heartbeat of this chunk: the writer commits what it wrote since the last one, and
+    /// the beat carries the checkpoint when it holds lines the database has not recorded yet.
+    pub async fn beat(&self) -> ChunkBeat {
+        let ask = self.checkpoints.lock().unwrap().clone();
+        let mut checkpoint = None;
+        if let Some(ask) = ask {
+            let (tx, rx) = oneshot::channel();
+            if ask.send(tx).await.is_ok() {
+                checkpoint = rx.await.ok().flatten();
+            }
+        }
+        let checkpoint = checkpoint.filter(|c| c.done.len() > self.recorded.load(Ordering::Acquire));
         ChunkBeat {
             batch_id: self.lease.batch_id.clone(),
             idx: self.lease.chunk.idx,
             fence: self.lease.fence,
-            completed: self.completed.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
+            checkpoint,
+        }
+    }
+
+    /// The database took this beat's checkpoint.
+    pub fn recorded(&self, beat: &ChunkBeat) {
+        if let Some(c) = &beat.checkpoint {
+            self.recorded.fetch_max(c.done.len(), Ordering::AcqRel);
         }
     }
 
@@ -90,16 +128,12 @@ impl ChunkState {
         *self.stop.borrow()
     }
 
-    fn time_to_expiry(&self) -> Duration {
-        Duration::from_millis((self.lease.expires_at * 1000 - unix_now_ms()).max(0) as u64)
-    }
-
     /// Resolves when dispatch must stop, including when the completion window passes.
     pub async fn stopped(&self) -> StopReason {
         let mut rx = self.stop.subscribe();
         tokio::select! {
             r = rx.wait_for(|r| r.is_some()) => r.map(|r| r.expect("waited for Some")).unwrap_or(StopReason::Lost),
-            _ = tokio::time::sleep(self.time_to_expiry()) => {
+            _ = tokio::time::sleep_until(self.deadline) => {
                 self.stop(StopReason::Expired);
                 self.reason().unwrap_or(StopReason::Expired)
             }
@@ -127,6 +161,14 @@ impl ChunkState {
 enum Part {
     Out(Vec<u8>),
     Err(Vec<u8>),
+}
+
+/// One answered line for the part writer: its offset in the chunk, its output or error line,
+/// and the usage of its response.
+struct Answered {
+    offset: usize,
+    part: Part,
+    usage: Usage,
 }
 
 /// Runs a chunk to its end and always gives its backlog and registry entry back.
@@ -169,7 +211,8 @@ pub(crate) async fn process(s: Arc<Shared>, lease: ChunkLease, state: Arc<ChunkS
     s.wake.notify_waiters();
 }
 
-/// The lines of a chunk, each as its custom id and its body (a slice of the chunk's bytes).
+/// The lines of a chunk, each as its custom id and its body (a slice of the chunk's bytes), in
+/// order: a line's offset in the chunk is its index here.
 fn split_lines(data: &Bytes, first_is_file_start: bool) -> Result<Vec<(String, Bytes)>, String> {
     let mut out = Vec::new();
     let mut start = 0usize;
@@ -193,20 +236,31 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
     let c = &lease.chunk;
     let data = s.files.read_range(&file_key(&lease.input_file_id), c.byte_start as u64, c.byte_end as u64).await?;
     let lines = split_lines(&Bytes::from(data), c.first_line == 1).map_err(vllm_batch_store::StoreError::Corrupt)?;
-    let out = s.files.writer(&part_key(&lease.batch_id, c.idx, lease.fence, "out")).await?;
-    let err = s.files.writer(&part_key(&lease.batch_id, c.idx, lease.fence, "err")).await?;
-    let (tx, rx) = mpsc::channel::<Part>(1024);
-    let commit = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_parts(rx, out, err, commit.clone()));
+    let (tx, rx) = mpsc::channel::<Answered>(1024);
+    let (ask_tx, ask_rx) = mpsc::channel(1);
+    let writer = PartWriter {
+        files: s.files.clone(),
+        lease: lease.clone(),
+        seg: 0,
+        out: None,
+        err: None,
+        pending: Vec::new(),
+        checkpoint: lease.checkpoint.clone(),
+    };
+    let writer = tokio::spawn(writer.run(rx, ask_rx));
+    *state.checkpoints.lock().unwrap() = Some(ask_tx.clone());
 
-    let usage = Arc::new(Mutex::new(Usage::default()));
     let mut tasks = JoinSet::new();
-    for (custom_id, body) in lines {
-        let (s, state, tx, usage) = (s.clone(), state.clone(), tx.clone(), usage.clone());
+    for (offset, (custom_id, body)) in lines.into_iter().enumerate() {
+        if lease.checkpoint.done.contains(offset) {
+            continue;
+        }
+        let (s, state, tx) = (s.clone(), state.clone(), tx.clone());
         tasks.spawn(async move {
+            let mut usage = Usage::default();
             let part = match send(&s, &state, body).await {
-                Outcome::Success { status, request_id, body } => {
-                    throughput().record(add_usage(&usage, &body));
+                Outcome::Success(UpstreamResponse { status, request_id, body }) => {
+                    throughput().record(add_usage(&mut usage, &body));
                     state.completed.fetch_add(1, Ordering::Relaxed);
                     let raw: &RawValue = serde_json::from_slice(&body).expect("checked to be JSON");
                     Part::Out(output_line(&custom_id, status, &request_id, raw))
@@ -216,8 +270,9 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
                     if code == "upstream_error" {
                         state.gave_up.fetch_add(1, Ordering::Relaxed);
                     }
-                    let resp = response.as_ref().map(|(st, id, b)| {
-                        (*st, id.as_str(), serde_json::from_slice::<&RawValue>(b).expect("JSON by construction"))
+                    let resp = response.as_ref().map(|r| {
+                        let body = serde_json::from_slice::<&RawValue>(&r.body).expect("JSON by construction");
+                        (r.status, r.request_id.as_str(), body)
                     });
                     Part::Err(error_line(&custom_id, resp, LineFailure { code, message: &message }))
                 }
@@ -245,7 +300,7 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
                 }
                 Outcome::Stopped(StopReason::Lost | StopReason::Release) => return,
             };
-            let _ = tx.send(part).await;
+            let _ = tx.send(Answered { offset, part, usage }).await;
         });
     }
     while let Some(res) = tasks.join_next().await {
@@ -253,41 +308,42 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
             warn!(error = %e, "request task failed");
         }
     }
+    *state.checkpoints.lock().unwrap() = None;
+    drop(tx);
     if matches!(state.reason(), Some(StopReason::Lost | StopReason::Release)) {
         writer.abort();
         return Ok(false);
     }
-    // The flag is set before the last sender goes, so the writer sees it when the channel closes.
-    commit.store(true, Ordering::Release);
-    drop(tx);
+    // Every answer is in the channel: the last checkpoint commits the rest.
+    let (reply, last) = oneshot::channel();
+    let _ = ask_tx.send(reply).await;
+    drop(ask_tx);
+    let last = last.await.ok().flatten();
     writer.await.map_err(|e| std::io::Error::other(e.to_string()))??;
-    let outcome = ChunkOutcome {
-        completed: state.completed.load(Ordering::Relaxed),
-        failed: state.failed.load(Ordering::Relaxed),
-        usage: *usage.lock().unwrap(),
-    };
-    let done = complete(s, lease, &outcome).await?;
-    if done {
-        // Counted once the results are committed, so the counters agree with the batch.
+    let done = last.unwrap_or_else(|| lease.checkpoint.clone());
+    let fenced = complete(s, lease, &done).await?;
+    if fenced.applied() {
+        // Counted once the results are committed, so the counters agree with the batch (lines
+        // an earlier holder answered are counted here too: it never completed the chunk).
         let m = metrics();
-        m.requests_processed.with_label_values(&["completed"]).inc_by(outcome.completed as u64);
-        m.requests_processed.with_label_values(&["failed"]).inc_by(outcome.failed as u64);
-        m.tokens_generated.inc_by(outcome.usage.output_tokens as u64);
-        m.prompt_tokens.inc_by(outcome.usage.input_tokens as u64);
+        m.requests_processed.with_label_values(&["completed"]).inc_by(done.completed as u64);
+        m.requests_processed.with_label_values(&["failed"]).inc_by(done.failed as u64);
+        m.tokens_generated.inc_by(done.usage.output_tokens as u64);
+        m.prompt_tokens.inc_by(done.usage.input_tokens as u64);
     }
-    Ok(done)
+    Ok(fenced.applied())
 }
 
 /// Records the finished chunk, retrying while the database is unreachable (a partition or a
 /// restart): its parts are written, and the fenced update either lands or tells that another
-/// worker has taken the chunk since. Gives up after `COMPLETE_PATIENCE`; the chunk is then
-/// redone under a new lease.
-async fn complete(s: &Shared, lease: &ChunkLease, outcome: &ChunkOutcome) -> vllm_batch_store::Result<bool> {
+/// worker has taken the chunk since. Gives up after `COMPLETE_PATIENCE`; the chunk then resumes
+/// from its last checkpoint under a new lease.
+async fn complete(s: &Shared, lease: &ChunkLease, done: &Checkpoint) -> vllm_batch_store::Result<Fenced> {
     const COMPLETE_PATIENCE: Duration = Duration::from_secs(300);
     let deadline = tokio::time::Instant::now() + COMPLETE_PATIENCE;
     let mut wait = Duration::from_millis(200);
     loop {
-        match s.store.complete_chunk(lease, outcome).await {
+        match s.store.complete_chunk(lease, done).await {
             Err(e) if tokio::time::Instant::now() + wait < deadline => {
                 warn!(error = %e, "recording the finished chunk failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -298,24 +354,89 @@ async fn complete(s: &Shared, lease: &ChunkLease, outcome: &ChunkOutcome) -> vll
     }
 }
 
-/// Owns the chunk's two part writers; commits them only when told the chunk is complete.
-async fn write_parts(
-    mut rx: mpsc::Receiver<Part>,
-    mut out: Box<dyn BlobWriter>,
-    mut err: Box<dyn BlobWriter>,
-    commit: Arc<AtomicBool>,
-) -> vllm_batch_store::Result<()> {
-    while let Some(part) = rx.recv().await {
-        match part {
-            Part::Out(line) => out.write(&line).await?,
-            Part::Err(line) => err.write(&line).await?,
+/// Writes a chunk's answers into part segments and commits one segment per checkpoint.
+struct PartWriter {
+    files: Arc<dyn FileStore>,
+    lease: ChunkLease,
+    /// The number of the segment being written.
+    seg: u32,
+    /// The open segment's output and error writers, each opened at its first line.
+    out: Option<Box<dyn BlobWriter>>,
+    err: Option<Box<dyn BlobWriter>>,
+    /// What the open segment holds: offsets, and per line whether it succeeded and its usage.
+    pending: Vec<(usize, bool, Usage)>,
+    /// Everything committed so far, the claim's checkpoint included.
+    checkpoint: Checkpoint,
+}
+
+impl PartWriter {
+    /// Writes answers as they come; answers each checkpoint request with the checkpoint after
+    /// committing the open segment (`None` when nothing was ever answered). Ends when both the
+    /// answers and the requests end; a segment never committed is left to the file store's
+    /// temporary files.
+    async fn run(
+        mut self,
+        mut answers: mpsc::Receiver<Answered>,
+        mut asks: mpsc::Receiver<oneshot::Sender<Option<Checkpoint>>>,
+    ) -> vllm_batch_store::Result<()> {
+        let (mut answers_open, mut asks_open) = (true, true);
+        while answers_open || asks_open {
+            tokio::select! {
+                // Answers first: a checkpoint asked for after the last answer includes it.
+                biased;
+                a = answers.recv(), if answers_open => match a {
+                    Some(a) => self.write(a).await?,
+                    None => answers_open = false,
+                },
+                ask = asks.recv(), if asks_open => match ask {
+                    Some(reply) => {
+                        let cp = self.commit().await?;
+                        let _ = reply.send(cp);
+                    }
+                    None => asks_open = false,
+                },
+            }
         }
+        Ok(())
     }
-    if commit.load(Ordering::Acquire) {
-        out.commit().await?;
-        err.commit().await?;
+
+    async fn write(&mut self, a: Answered) -> vllm_batch_store::Result<()> {
+        let (slot, kind, line, ok) = match a.part {
+            Part::Out(line) => (&mut self.out, "out", line, true),
+            Part::Err(line) => (&mut self.err, "err", line, false),
+        };
+        if slot.is_none() {
+            let l = &self.lease;
+            *slot = Some(self.files.writer(&segment_key(&l.batch_id, l.chunk.idx, l.fence, self.seg, kind)).await?);
+        }
+        slot.as_mut().expect("opened above").write(&line).await?;
+        self.pending.push((a.offset, ok, a.usage));
+        Ok(())
     }
-    Ok(())
+
+    /// Commits the open segment into the checkpoint.
+    async fn commit(&mut self) -> vllm_batch_store::Result<Option<Checkpoint>> {
+        if !self.pending.is_empty() {
+            let l = &self.lease;
+            for (writer, kind) in [(self.out.take(), "out"), (self.err.take(), "err")] {
+                if let Some(w) = writer {
+                    w.commit().await?;
+                    self.checkpoint.parts.push(segment_key(&l.batch_id, l.chunk.idx, l.fence, self.seg, kind));
+                }
+            }
+            self.seg += 1;
+            for (offset, ok, usage) in self.pending.drain(..) {
+                self.checkpoint.done.insert(offset);
+                if ok {
+                    self.checkpoint.completed += 1;
+                } else {
+                    self.checkpoint.failed += 1;
+                }
+                self.checkpoint.usage += &usage;
+            }
+        }
+        Ok((!self.checkpoint.done.is_empty()).then(|| self.checkpoint.clone()))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -346,12 +467,11 @@ struct WithUsage {
     usage: Option<WireUsage>,
 }
 
-/// Adds an upstream response's `usage` to the chunk's sum (OpenAI's batch `usage` names:
-/// prompt → input, completion → output); returns the completion tokens.
-fn add_usage(sum: &Mutex<Usage>, body: &[u8]) -> u64 {
+/// Adds an upstream response's `usage` to `s` (OpenAI's batch `usage` names: prompt → input,
+/// completion → output); returns the completion tokens.
+fn add_usage(s: &mut Usage, body: &[u8]) -> u64 {
     let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(body) else { return 0 };
     let generated = u.completion_tokens.max(0) as u64;
-    let mut s = sum.lock().unwrap();
     s.input_tokens += u.prompt_tokens;
     s.output_tokens += u.completion_tokens;
     s.total_tokens += u.total_tokens;

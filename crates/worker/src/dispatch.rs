@@ -21,12 +21,23 @@ use vllm_batch_metrics::metrics;
 use crate::chunk::{ChunkState, StopReason};
 use crate::Shared;
 
+/// An answer from upstream, as the output and error files record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UpstreamResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The upstream's `x-request-id`, or one made up when it sent none.
+    pub request_id: String,
+    /// The body: always JSON (a body that was not is carried as a JSON string).
+    pub body: Bytes,
+}
+
 /// How a request ended.
 pub(crate) enum Outcome {
     /// 2xx with a JSON body.
-    Success { status: u16, request_id: String, body: Bytes },
+    Success(UpstreamResponse),
     /// A final answer that is not a success: a 4xx, or the last transient failure.
-    Failure { code: &'static str, message: String, response: Option<(u16, String, Bytes)> },
+    Failure { code: &'static str, message: String, response: Option<UpstreamResponse> },
     /// Dispatch was stopped before the request got an answer.
     Stopped(StopReason),
 }
@@ -35,14 +46,58 @@ pub(crate) enum Outcome {
 enum Attempt {
     Done(Outcome),
     Transient {
-        /// The `reason` label of the retry metric and `class` of the error metric.
-        reason: &'static str,
+        /// What went wrong, which labels the retry and error metrics.
+        reason: RetryReason,
         /// Whose fault it is.
         blame: Blame,
         message: String,
         retry_after: Option<Duration>,
-        response: Option<(u16, String, Bytes)>,
+        response: Option<UpstreamResponse>,
     },
+}
+
+/// Why an attempt failed transiently: the `reason` label of `vllm_upstream_retries_total`, and
+/// through `class` the `class` label of `vllm_upstream_errors_total`. The label strings are a
+/// contract (dashboards, alerts, README): they never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetryReason {
+    /// The upstream answered 408 Request Timeout.
+    Status408,
+    /// The upstream answered 429 Too Many Requests.
+    Status429,
+    /// The upstream answered a 5xx.
+    Status5xx,
+    /// The connection could not be made.
+    Connect,
+    /// The request's own time limit ran out.
+    Timeout,
+    /// The connection broke mid-answer, or a 2xx body was not JSON.
+    Body,
+}
+
+impl RetryReason {
+    /// The `reason` label of `vllm_upstream_retries_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Status408 => "status_408",
+            Self::Status429 => "status_429",
+            Self::Status5xx => "status_5xx",
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Body => "body",
+        }
+    }
+
+    /// The `class` label of `vllm_upstream_errors_total`.
+    fn class(self) -> &'static str {
+        match self {
+            Self::Status408 | Self::Status429 => "4xx",
+            Self::Status5xx => "5xx",
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Body => "body",
+        }
+    }
 }
 
 /// Whose fault a transient failure is, which decides whether it spends the request's retries.
@@ -105,7 +160,7 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome
                 (reason, blame, message, retry_after, response)
             }
         };
-        metrics().upstream_errors.with_label_values(&[error_class(reason)]).inc();
+        metrics().upstream_errors.with_label_values(&[reason.class()]).inc();
         if blame == Blame::Request {
             health.record_answer(upstream, started);
         } else {
@@ -135,7 +190,7 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome
                 response,
             };
         }
-        metrics().upstream_retries.with_label_values(&[reason]).inc();
+        metrics().upstream_retries.with_label_values(&[reason.label()]).inc();
         let wait = backoff(s, attempt, retry_after);
         tracing::debug!(attempt, ?wait, %message, "transient upstream failure; retrying");
         tokio::select! {
@@ -207,16 +262,18 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         Ok(b) => b,
         Err(e) => {
             let blame = if e.is_timeout() { Blame::Request } else { Blame::Server };
-            return transient("body", blame, format!("reading the response failed: {}", describe(e)), None, None);
+            let message = format!("reading the response failed: {}", describe(e));
+            return transient(RetryReason::Body, blame, message, None, None);
         }
     };
     let is_json = serde_json::from_slice::<&serde_json::value::RawValue>(&bytes).is_ok();
     if status.is_success() {
         if is_json {
-            return Attempt::Done(Outcome::Success { status: status.as_u16(), request_id, body: bytes });
+            let response = UpstreamResponse { status: status.as_u16(), request_id, body: bytes };
+            return Attempt::Done(Outcome::Success(response));
         }
         return transient(
-            "body",
+            RetryReason::Body,
             Blame::Request,
             format!("upstream answered {status} with a body that is not JSON"),
             None,
@@ -225,11 +282,11 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
     }
     let message = upstream_message(&bytes).unwrap_or_else(|| format!("upstream answered {status}"));
     let body = if is_json { bytes } else { Bytes::from(serde_json::to_vec(&String::from_utf8_lossy(&bytes)).unwrap()) };
-    let response = Some((status.as_u16(), request_id, body));
+    let response = Some(UpstreamResponse { status: status.as_u16(), request_id, body });
     let reason = match status {
-        StatusCode::REQUEST_TIMEOUT => "status_408",
-        StatusCode::TOO_MANY_REQUESTS => "status_429",
-        s if s.is_server_error() => "status_5xx",
+        StatusCode::REQUEST_TIMEOUT => RetryReason::Status408,
+        StatusCode::TOO_MANY_REQUESTS => RetryReason::Status429,
+        s if s.is_server_error() => RetryReason::Status5xx,
         _ => {
             metrics().upstream_errors.with_label_values(&["4xx"]).inc();
             return Attempt::Done(Outcome::Failure { code: "invalid_request", message, response });
@@ -244,33 +301,22 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
 }
 
 fn transient(
-    reason: &'static str,
+    reason: RetryReason,
     blame: Blame,
     message: String,
     retry_after: Option<Duration>,
-    response: Option<(u16, String, Bytes)>,
+    response: Option<UpstreamResponse>,
 ) -> Attempt {
     Attempt::Transient { reason, blame, message, retry_after, response }
 }
 
-fn error_reason(e: &reqwest::Error) -> &'static str {
+fn error_reason(e: &reqwest::Error) -> RetryReason {
     if e.is_timeout() {
-        "timeout"
+        RetryReason::Timeout
     } else if e.is_connect() {
-        "connect"
+        RetryReason::Connect
     } else {
-        "body"
-    }
-}
-
-/// The `class` label of `vllm_upstream_errors_total` for a transient failure reason.
-fn error_class(reason: &str) -> &'static str {
-    match reason {
-        "status_408" | "status_429" => "4xx",
-        "status_5xx" => "5xx",
-        "connect" => "connect",
-        "timeout" => "timeout",
-        _ => "body",
+        RetryReason::Body
     }
 }
 
@@ -302,4 +348,39 @@ fn backoff(s: &Shared, attempt: u32, retry_after: Option<Duration>) -> Duration 
 fn upstream_message(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     v.pointer("/error/message").or_else(|| v.get("message")).and_then(|m| m.as_str()).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use vllm_batch_metrics::registry::{RETRY_REASONS, UPSTREAM_ERROR_CLASSES};
+
+    use super::RetryReason::{self, *};
+
+    /// Every reason with the labels it must keep: they are a contract with the dashboards, the
+    /// alerts and the README.
+    const PINNED: [(RetryReason, &str, &str); 6] = [
+        (Status408, "status_408", "4xx"),
+        (Status429, "status_429", "4xx"),
+        (Status5xx, "status_5xx", "5xx"),
+        (Connect, "connect", "connect"),
+        (Timeout, "timeout", "timeout"),
+        (Body, "body", "body"),
+    ];
+
+    #[test]
+    fn retry_reason_labels_are_pinned() {
+        for (reason, label, class) in PINNED {
+            assert_eq!(reason.label(), label, "{reason:?}");
+            assert_eq!(reason.class(), class, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn retry_reasons_are_the_registered_label_values() {
+        let labels: Vec<_> = PINNED.iter().map(|(r, ..)| r.label()).collect();
+        assert_eq!(labels, RETRY_REASONS, "the metric is pre-registered with these reason labels");
+        for (reason, ..) in PINNED {
+            assert!(UPSTREAM_ERROR_CLASSES.contains(&reason.class()), "{reason:?}");
+        }
+    }
 }

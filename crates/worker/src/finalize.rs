@@ -13,54 +13,54 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 use vllm_batch_core::line::{is_blank, trim_line, RequestLine};
 use vllm_batch_core::output::{error_line, LineFailure};
-use vllm_batch_store::{file_key, part_key, BlobWriter, FinalizeJob, FinalizeMode, FinalizeOutcome, StoreError};
+use vllm_batch_store::{file_key, BlobWriter, Fenced, FinalizeJob, FinalizeMode, FinalizeOutcome, StoreError};
 
 use vllm_batch_core::time::unix_now;
 use vllm_batch_metrics::metrics;
 
-use crate::Shared;
+use crate::{Shared, Turn};
 
 /// Counts a batch that reached its terminal status.
 pub(crate) fn record_terminal(status: &str, created_at: i64) {
     metrics().batch_ended(status, (unix_now() - created_at) as f64);
 }
 
-fn record_end(mode: FinalizeMode, created_at: i64, extra_failed: i64) {
-    let status = match mode {
-        FinalizeMode::Complete => "completed",
-        FinalizeMode::Cancel => "cancelled",
-        FinalizeMode::Expire => "expired",
-    };
-    record_terminal(status, created_at);
-    metrics().requests_processed.with_label_values(&["failed"]).inc_by(extra_failed as u64);
+/// Counts the batch's end, and the lines finalization added to its counts (abandoned chunks'
+/// checkpointed answers and the lines it wrote as errors: no chunk completion counted them).
+fn record_end(mode: FinalizeMode, created_at: i64, outcome: &FinalizeOutcome) {
+    record_terminal(mode.end().0.as_str(), created_at);
+    let m = metrics();
+    m.requests_processed.with_label_values(&["completed"]).inc_by(outcome.extra_completed as u64);
+    m.requests_processed.with_label_values(&["failed"]).inc_by(outcome.extra_failed as u64);
+    m.tokens_generated.inc_by(outcome.extra_usage.output_tokens as u64);
+    m.prompt_tokens.inc_by(outcome.extra_usage.input_tokens as u64);
 }
 
 pub(crate) async fn run_loop(s: Arc<Shared>, shutdown: CancellationToken) {
-    while !shutdown.is_cancelled() {
-        match s.store.claim_finalization(&s.config.worker_id, s.config.lease_ms()).await {
-            Ok(Some(job)) => {
-                let span = tracing::info_span!("finalize", batch_id = %job.job.batch_id);
-                match finalize(&s, &job).instrument(span.clone()).await {
-                    Ok(true) => span.in_scope(|| info!(mode = ?job.mode, "batch finalized")),
-                    Ok(false) => span.in_scope(|| warn!("finalization lost its lease; another worker redoes it")),
-                    Err(e) => {
-                        metrics().errors.with_label_values(&["finalize"]).inc();
-                        span.in_scope(|| tracing::error!(error = %e, "finalization failed; will retry"));
-                        let _ = s.store.release_job(&job.job).await;
-                        tokio::time::sleep(s.config.poll_interval * 4).await;
-                    }
-                }
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, "claiming a finalization failed; retrying"),
+    crate::poll_loop(&s, &shutdown, None, &mut (), |_| Box::pin(turn(s.clone()))).await
+}
+
+async fn turn(s: Arc<Shared>) -> Turn {
+    let job = match s.store.claim_finalization(&s.config.worker_id, s.config.lease_ms()).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return Turn::Idle,
+        Err(e) => {
+            warn!(error = %e, "claiming a finalization failed; retrying");
+            return Turn::Idle;
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = s.wake.notified() => {}
-            _ = tokio::time::sleep(s.config.poll_interval) => {}
+    };
+    let span = tracing::info_span!("finalize", batch_id = %job.job.batch_id);
+    match finalize(&s, &job).instrument(span.clone()).await {
+        Ok(Fenced::Applied) => span.in_scope(|| info!(mode = ?job.mode, "batch finalized")),
+        Ok(Fenced::Lost) => span.in_scope(|| warn!("finalization lost its lease; another worker redoes it")),
+        Err(e) => {
+            metrics().errors.with_label_values(&["finalize"]).inc();
+            span.in_scope(|| tracing::error!(error = %e, "finalization failed; will retry"));
+            let _ = s.store.release_job(&job.job).await;
+            tokio::time::sleep(s.config.poll_interval * 4).await;
         }
     }
+    Turn::Worked
 }
 
 /// Lines counted while writing one of the two files.
@@ -96,7 +96,16 @@ async fn copy_part(s: &Shared, key: &str, sink: &mut Sink) -> Result<(), StoreEr
     }
 }
 
-async fn finalize(s: &Shared, job: &FinalizeJob) -> Result<bool, StoreError> {
+/// Copies a chunk's committed parts, each into the file of its kind.
+async fn copy_parts(s: &Shared, parts: &[String], out: &mut Sink, err: &mut Sink) -> Result<(), StoreError> {
+    for key in parts {
+        let sink = if key.ends_with(".err.jsonl") { &mut *err } else { &mut *out };
+        copy_part(s, key, sink).await?;
+    }
+    Ok(())
+}
+
+async fn finalize(s: &Shared, job: &FinalizeJob) -> Result<Fenced, StoreError> {
     let batch = &job.job.batch_id;
     let mut out = Sink { writer: s.files.writer(&file_key(&job.output_file_id)).await?, bytes: 0 };
     let mut err = Sink { writer: s.files.writer(&file_key(&job.error_file_id)).await?, bytes: 0 };
@@ -104,42 +113,47 @@ async fn finalize(s: &Shared, job: &FinalizeJob) -> Result<bool, StoreError> {
         FinalizeMode::Expire => ("batch_expired", "The batch expired before this request was completed."),
         _ => ("batch_cancelled", "The batch was cancelled before this request was sent."),
     };
-    let mut extra_failed = 0;
+    let mut outcome = FinalizeOutcome::default();
     let mut last_beat = Instant::now();
-    for (chunk, fence) in &job.chunks {
+    for chunk in &job.chunks {
         if last_beat.elapsed() > s.config.heartbeat_interval() {
             last_beat = Instant::now();
-            if !s.store.extend_job(&job.job, s.config.lease_ms()).await? {
-                return Ok(false);
+            if s.store.extend_job(&job.job, s.config.lease_ms()).await? == Fenced::Lost {
+                return Ok(Fenced::Lost);
             }
         }
-        match fence {
-            Some(fence) => {
-                copy_part(s, &part_key(batch, chunk.idx, *fence, "out"), &mut out).await?;
-                copy_part(s, &part_key(batch, chunk.idx, *fence, "err"), &mut err).await?;
+        copy_parts(s, &chunk.checkpoint.parts, &mut out, &mut err).await?;
+        if chunk.done {
+            continue;
+        }
+        // Abandoned to cancel or expiry: what its holders answered stays, the rest become errors.
+        let cp = &chunk.checkpoint;
+        outcome.extra_completed += cp.completed;
+        outcome.extra_failed += cp.failed;
+        outcome.extra_usage += &cp.usage;
+        let spec = &chunk.spec;
+        let data =
+            s.files.read_range(&file_key(&job.input_file_id), spec.byte_start as u64, spec.byte_end as u64).await?;
+        let lines = data
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .map(|(i, raw)| trim_line(raw, spec.first_line == 1 && i == 0))
+            .filter(|line| !is_blank(line));
+        for (offset, line) in lines.enumerate() {
+            if cp.done.contains(offset) {
+                continue;
             }
-            None => {
-                let data = s
-                    .files
-                    .read_range(&file_key(&job.input_file_id), chunk.byte_start as u64, chunk.byte_end as u64)
-                    .await?;
-                for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
-                    let line = trim_line(raw, chunk.first_line == 1 && i == 0);
-                    if is_blank(line) {
-                        continue;
-                    }
-                    let parsed: RequestLine<'_> = serde_json::from_slice(line)
-                        .map_err(|e| StoreError::Corrupt(format!("validated line no longer parses: {e}")))?;
-                    err.write(&error_line(&parsed.custom_id, None, LineFailure { code, message })).await?;
-                    extra_failed += 1;
-                }
-            }
+            let parsed: RequestLine<'_> = serde_json::from_slice(line)
+                .map_err(|e| StoreError::Corrupt(format!("validated line no longer parses: {e}")))?;
+            err.write(&error_line(&parsed.custom_id, None, LineFailure { code, message })).await?;
+            outcome.extra_failed += 1;
         }
     }
-    let outcome = FinalizeOutcome { output_bytes: out.finish().await?, error_bytes: err.finish().await?, extra_failed };
+    outcome.output_bytes = out.finish().await?;
+    outcome.error_bytes = err.finish().await?;
     let done = s.store.finish_finalization(job, &outcome).await?;
-    if done {
-        record_end(job.mode, job.created_at, outcome.extra_failed);
+    if done.applied() {
+        record_end(job.mode, job.created_at, &outcome);
         if let Err(e) = s.files.delete_prefix(&format!("parts/{batch}")).await {
             warn!(error = %e, "could not remove the batch's parts");
         }

@@ -13,6 +13,8 @@ mod routing;
 mod validate;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -130,47 +132,92 @@ impl Worker {
     }
 }
 
-/// Claims chunks while the backlog is short and spawns one task per chunk.
-async fn claim_loop(s: Arc<Shared>, shutdown: CancellationToken) -> JoinSet<()> {
-    let mut chunks = JoinSet::new();
+/// What one turn of a poll loop did.
+pub(crate) enum Turn {
+    /// Took work: look again at once.
+    Worked,
+    /// Found nothing (or could not look): wait for a wake-up or the poll interval.
+    Idle,
+}
+
+/// The one claim → work → wait loop of the validator, the finalizer and the chunk claimer:
+/// runs `turn` until `shutdown`, again at once after work, otherwise after `Shared::wake` (the
+/// API created or cancelled a batch; a chunk finished), `also` or `--poll-interval`. The wake-up
+/// is registered before each turn's query, so a batch created while the query runs wakes the
+/// next turn at once instead of waiting out the poll interval.
+pub(crate) async fn poll_loop<T>(
+    s: &Shared,
+    shutdown: &CancellationToken,
+    also: Option<&Notify>,
+    state: &mut T,
+    mut turn: impl for<'a> FnMut(&'a mut T) -> Pin<Box<dyn Future<Output = Turn> + Send + 'a>>,
+) {
     while !shutdown.is_cancelled() {
-        // The limits move under the adaptive controller: so does how far claiming runs ahead.
-        let capacity = s.router.total_capacity();
-        let low_water = capacity as i64;
-        while let Some(res) = chunks.try_join_next() {
-            if let Err(e) = res {
-                error!(error = %e, "chunk task failed");
-            }
+        let woken = s.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if let Turn::Worked = turn(state).await {
+            continue;
         }
-        let room = s.backlog.load(Ordering::Acquire) < low_water
-            && dispatching(&s) < s.config.max_held_chunks(capacity)
-            && chunks.len() < s.config.max_held_chunks_with_stragglers(capacity);
-        if room {
-            match s.store.claim_chunk(&s.config.worker_id, s.config.lease_ms()).await {
-                Ok(Some(lease)) => {
-                    if lease.first_claim {
-                        let waited = unix_now_ms() as f64 / 1000.0 - lease.created_at as f64;
-                        metrics().queue_wait.observe(waited.max(0.0));
-                    }
-                    let state = ChunkState::new(&lease);
-                    s.backlog.fetch_add(lease.chunk.line_count, Ordering::AcqRel);
-                    s.held.lock().unwrap().insert(state.key(), state.clone());
-                    let span = tracing::info_span!("chunk", batch_id = %lease.batch_id, chunk = lease.chunk.idx);
-                    chunks.spawn(chunk::process(s.clone(), lease, state).instrument(span));
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, "claiming a chunk failed; retrying"),
+        // `also` (a `notify_one` target) keeps a wake-up that came during the turn by itself.
+        let also_woken = async {
+            match also {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
             }
-        }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = s.wake.notified() => {}
-            _ = s.claim_wake.notified() => {}
+            _ = &mut woken => {}
+            _ = also_woken => {}
             _ = tokio::time::sleep(s.config.poll_interval) => {}
         }
     }
+}
+
+/// Claims chunks while the backlog is short and spawns one task per chunk.
+async fn claim_loop(s: Arc<Shared>, shutdown: CancellationToken) -> JoinSet<()> {
+    let mut chunks = JoinSet::new();
+    poll_loop(&s, &shutdown, Some(&s.claim_wake), &mut chunks, |chunks| Box::pin(claim_turn(s.clone(), chunks))).await;
     chunks
+}
+
+async fn claim_turn(s: Arc<Shared>, chunks: &mut JoinSet<()>) -> Turn {
+    while let Some(res) = chunks.try_join_next() {
+        if let Err(e) = res {
+            error!(error = %e, "chunk task failed");
+        }
+    }
+    // The limits move under the adaptive controller: so does how far claiming runs ahead.
+    let capacity = s.router.total_capacity();
+    let room = s.backlog.load(Ordering::Acquire) < capacity as i64
+        && dispatching(&s) < s.config.max_held_chunks(capacity)
+        && chunks.len() < s.config.max_held_chunks_with_stragglers(capacity);
+    if !room {
+        return Turn::Idle;
+    }
+    match s.store.claim_chunk(&s.config.worker_id, s.config.lease_ms()).await {
+        Ok(Some(lease)) => {
+            if lease.first_claim {
+                metrics().queue_wait.observe(lease.queued_ms.max(0) as f64 / 1000.0);
+            }
+            if !lease.checkpoint.done.is_empty() {
+                info!(batch_id = %lease.batch_id, chunk = lease.chunk.idx, answered = lease.checkpoint.done.len(),
+                    "resuming a chunk from its checkpoint");
+            }
+            let state = ChunkState::new(&lease);
+            s.backlog.fetch_add(state.lines_to_send(), Ordering::AcqRel);
+            s.held.lock().unwrap().insert(state.key(), state.clone());
+            let span = tracing::info_span!("chunk", batch_id = %lease.batch_id, chunk = lease.chunk.idx);
+            chunks.spawn(chunk::process(s.clone(), lease, state).instrument(span));
+            Turn::Worked
+        }
+        Ok(None) => Turn::Idle,
+        Err(e) => {
+            warn!(error = %e, "claiming a chunk failed; retrying");
+            Turn::Idle
+        }
+    }
 }
 
 /// Held chunks with lines not yet dispatched. Claiming ahead is bounded by these (and the
@@ -208,8 +255,9 @@ async fn drain(s: &Arc<Shared>, mut chunks: JoinSet<()>) {
     }
 }
 
-/// Extends the leases of held chunks and reports their progress; stops chunks whose batch is
-/// being cancelled and drops chunks another worker took over.
+/// Extends the leases of held chunks with their checkpoints (each chunk commits what it wrote
+/// since the last beat first); stops chunks whose batch is being cancelled and drops chunks
+/// another worker took over.
 async fn heartbeat_loop(s: Arc<Shared>, drained: CancellationToken) {
     let every = s.config.heartbeat_interval();
     let heartbeat = metrics().worker_heartbeat.with_label_values(&[&s.config.worker_id]);
@@ -224,13 +272,16 @@ async fn heartbeat_loop(s: Arc<Shared>, drained: CancellationToken) {
         if states.is_empty() {
             continue;
         }
-        let beats: Vec<ChunkBeat> = states.iter().map(|st| st.beat()).collect();
+        let beats: Vec<ChunkBeat> = futures_util::future::join_all(states.iter().map(|st| st.beat())).await;
         match s.store.heartbeat(&beats, s.config.lease_ms()).await {
             Ok(answers) => {
-                for (st, answer) in states.iter().zip(answers) {
+                for ((st, beat), answer) in states.iter().zip(&beats).zip(answers) {
                     match answer {
-                        BeatAnswer::Held => {}
-                        BeatAnswer::Cancelling => st.stop(StopReason::Cancelled),
+                        BeatAnswer::Held => st.recorded(beat),
+                        BeatAnswer::Cancelling => {
+                            st.recorded(beat);
+                            st.stop(StopReason::Cancelled);
+                        }
                         // A chunk that completed since the beat was sent also reads as Lost.
                         BeatAnswer::Lost if s.held.lock().unwrap().contains_key(&st.key()) => {
                             warn!(batch_id = %st.lease.batch_id, chunk = st.lease.chunk.idx, "lease lost; dropping chunk");

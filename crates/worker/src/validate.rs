@@ -11,29 +11,29 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 use vllm_batch_core::line::{is_blank, parse_line, trim_line};
 use vllm_batch_core::{BatchError, Endpoint, FileId, LineErrorCode};
-use vllm_batch_store::{file_key, BatchJob, ChunkSpec, LineReader, ValidationOutcome};
+use vllm_batch_store::{file_key, BatchJob, ChunkSpec, Fenced, LineReader, ValidationOutcome};
 
 use crate::dedup::{DigestLog, Repeat, IN_MEMORY};
-use crate::Shared;
+use crate::{Shared, Turn};
 
 /// Most errors recorded for one file; reading stops there.
 const MAX_ERRORS: usize = 100;
 
 pub(crate) async fn run_loop(s: Arc<Shared>, shutdown: CancellationToken) {
-    while !shutdown.is_cancelled() {
-        match s.store.claim_validation(&s.config.worker_id, s.config.lease_ms()).await {
-            Ok(Some(job)) => {
-                let span = tracing::info_span!("validate", batch_id = %job.batch_id);
-                validate_and_record(&s, &job).instrument(span).await;
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, "claiming a validation failed; retrying"),
+    crate::poll_loop(&s, &shutdown, None, &mut (), |_| Box::pin(turn(s.clone()))).await
+}
+
+async fn turn(s: Arc<Shared>) -> Turn {
+    match s.store.claim_validation(&s.config.worker_id, s.config.lease_ms()).await {
+        Ok(Some(job)) => {
+            let span = tracing::info_span!("validate", batch_id = %job.batch_id);
+            validate_and_record(&s, &job).instrument(span).await;
+            Turn::Worked
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = s.wake.notified() => {}
-            _ = tokio::time::sleep(s.config.poll_interval) => {}
+        Ok(None) => Turn::Idle,
+        Err(e) => {
+            warn!(error = %e, "claiming a validation failed; retrying");
+            Turn::Idle
         }
     }
 }
@@ -50,7 +50,7 @@ async fn validate_and_record(s: &Shared, job: &BatchJob) {
         }
     };
     match s.store.finish_validation(job, &outcome).await {
-        Ok(true) => match &outcome {
+        Ok(Fenced::Applied) => match &outcome {
             ValidationOutcome::Valid { total, chunks, .. } => {
                 info!(total, chunks = chunks.len(), "batch validated");
                 s.wake.notify_waiters();
@@ -63,7 +63,7 @@ async fn validate_and_record(s: &Shared, job: &BatchJob) {
                 }
             }
         },
-        Ok(false) => info!("batch changed during validation (cancelled or taken over); result dropped"),
+        Ok(Fenced::Lost) => info!("batch changed during validation (cancelled or taken over); result dropped"),
         Err(e) => warn!(error = %e, "recording validation failed; will retry"),
     }
 }
@@ -98,7 +98,7 @@ async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, Strin
     while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
         if last_beat.elapsed() > s.config.heartbeat_interval() {
             last_beat = Instant::now();
-            if !s.store.extend_job(job, s.config.lease_ms()).await.map_err(|e| e.to_string())? {
+            if s.store.extend_job(job, s.config.lease_ms()).await.map_err(|e| e.to_string())? == Fenced::Lost {
                 return Err("validation lease lost".into());
             }
         }
@@ -218,10 +218,10 @@ async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, Strin
     ))
 }
 
-/// How long ago the batch was created (zero if it cannot be read).
+/// How long ago the batch was created, on the database's clock (zero if it cannot be read).
 async fn batch_age(s: &Shared, job: &BatchJob) -> std::time::Duration {
-    match s.store.get_batch(&job.batch_id, None).await {
-        Ok(Some(b)) => std::time::Duration::from_secs((vllm_batch_core::time::unix_now() - b.created_at).max(0) as u64),
+    match (s.store.get_batch(&job.batch_id, None).await, s.store.db_now_ms().await) {
+        (Ok(Some(b)), Ok(now)) => std::time::Duration::from_millis((now - b.created_at * 1000).max(0) as u64),
         _ => std::time::Duration::ZERO,
     }
 }

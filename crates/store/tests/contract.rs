@@ -1,0 +1,343 @@
+//! The Store contract: what every backend must do, checked over `&dyn Store` on a real SQLite
+//! file and on a real PostgreSQL (`VLLM_BATCH_TEST_PG`, which tests/run.sh sets; under `CI=true`
+//! the PostgreSQL run is required, never skipped).
+//!
+//! Fencing, lease expiry on the database's clock (a handle whose process clock is shifted ±5
+//! minutes neither steals a live lease nor keeps an expired one), exactly-one finalization,
+//! cancel racing validation, fair rotation across batches, and checkpoints that survive a
+//! take-over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vllm_batch_core::time::{set_offset_ms, unix_now};
+use vllm_batch_core::{BatchId, BatchStatus, FileId, FileObject, Usage};
+use vllm_batch_store::*;
+
+const LEASE_MS: i64 = 30_000;
+
+/// A fresh store of each backend available here.
+async fn backends() -> Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite =
+        connect(&format!("sqlite://{}/contract.db", dir.path().display()), &PoolConfig::default()).await.unwrap();
+    sqlite.migrate().await.unwrap();
+    let mut stores = vec![("sqlite", sqlite, Some(dir))];
+    if let Some(url) = fresh_pg_database().await {
+        let pg = connect(&url, &PoolConfig::default()).await.unwrap();
+        pg.migrate().await.unwrap();
+        stores.push(("postgres", pg, None));
+    }
+    stores
+}
+
+/// A new database on the test PostgreSQL, or `None` when there is none (outside CI).
+async fn fresh_pg_database() -> Option<String> {
+    let base = match std::env::var("VLLM_BATCH_TEST_PG") {
+        Ok(url) if !url.is_empty() => url.trim_end_matches('/').to_string(),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("VLLM_BATCH_TEST_PG is not set: run `export VLLM_BATCH_TEST_PG=$(tests/pg/start.sh)`")
+        }
+        _ => {
+            eprintln!("PostgreSQL part skipped: VLLM_BATCH_TEST_PG is not set (tests/run.sh sets it)");
+            return None;
+        }
+    };
+    use sqlx::Connection;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!("vbc_{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    Some(format!("{base}/{name}"))
+}
+
+/// A batch in progress with `chunks` chunks of 10 lines each.
+async fn running_batch(store: &dyn Store, chunks: i64) -> BatchId {
+    let file = FileId::generate();
+    let f = FileObject {
+        id: file.to_string(),
+        object: "file".into(),
+        bytes: 100,
+        created_at: unix_now(),
+        expires_at: None,
+        filename: "in.jsonl".into(),
+        purpose: "batch".into(),
+        status: "processed".into(),
+        status_details: None,
+    };
+    store.insert_file(&f, None).await.unwrap();
+    let id = BatchId::generate();
+    let new = NewBatch {
+        id: id.clone(),
+        endpoint: "/v1/chat/completions".parse().unwrap(),
+        input_file_id: file,
+        completion_window: "24h".parse().unwrap(),
+        metadata: None,
+        output_expires_after: None,
+        created_at: unix_now(),
+        owner: None,
+    };
+    store.insert_batch(&new).await.unwrap();
+    let job = loop {
+        // Other batches of the same store may be validating: take ours.
+        let job = store.claim_validation("validator", LEASE_MS).await.unwrap().expect("a batch to validate");
+        if job.batch_id == id {
+            break job;
+        }
+    };
+    let specs = (0..chunks)
+        .map(|i| ChunkSpec {
+            idx: i,
+            first_line: i * 10 + 1,
+            line_count: 10,
+            byte_start: i * 10,
+            byte_end: i * 10 + 10,
+        })
+        .collect();
+    let outcome = ValidationOutcome::Valid { model: "m".into(), total: 10 * chunks, chunks: specs };
+    assert_eq!(store.finish_validation(&job, &outcome).await.unwrap(), Fenced::Applied);
+    id
+}
+
+fn checkpoint(lines: &[usize], failed: i64) -> Checkpoint {
+    let mut done = LineSet::default();
+    for &l in lines {
+        done.insert(l);
+    }
+    Checkpoint {
+        parts: vec![format!("parts/x/{}.out.jsonl", lines.len())],
+        done,
+        completed: lines.len() as i64 - failed,
+        failed,
+        usage: Usage { input_tokens: 3 * lines.len() as i64, total_tokens: 3 * lines.len() as i64, ..Usage::default() },
+    }
+}
+
+fn beat(lease: &ChunkLease, checkpoint: Option<Checkpoint>) -> ChunkBeat {
+    ChunkBeat { batch_id: lease.batch_id.clone(), idx: lease.chunk.idx, fence: lease.fence, checkpoint }
+}
+
+async fn counts(store: &dyn Store, id: &BatchId) -> (i64, i64) {
+    let b = store.get_batch(id, None).await.unwrap().unwrap();
+    (b.request_counts.completed, b.request_counts.failed)
+}
+
+/// Only one check shifts the process clock at a time (it is process-wide).
+static CLOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn stale_fence_can_neither_heartbeat_nor_complete_nor_write_counts(store: &dyn Store) {
+    let batch = running_batch(store, 1).await;
+    let old = store.claim_chunk("a", 1).await.unwrap().expect("a chunk");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The lease (1 ms) has expired on the database's clock: another worker takes the chunk.
+    let new = store.claim_chunk("b", LEASE_MS).await.unwrap().expect("the expired chunk");
+    assert_eq!((new.batch_id.clone(), new.chunk.idx), (batch.clone(), old.chunk.idx));
+    assert!(new.fence > old.fence);
+    assert_eq!(
+        store.heartbeat(&[beat(&old, Some(checkpoint(&[0, 1], 0)))], LEASE_MS).await.unwrap(),
+        [BeatAnswer::Lost]
+    );
+    assert_eq!(counts(store, &batch).await, (0, 0), "a stale beat wrote counts");
+    assert_eq!(store.complete_chunk(&old, &checkpoint(&[0, 1, 2], 0)).await.unwrap(), Fenced::Lost);
+    assert_eq!(store.release_chunk(&old).await.unwrap(), Fenced::Lost);
+    assert_eq!(counts(store, &batch).await, (0, 0), "a stale completion wrote counts");
+    // The holder's writes land.
+    assert_eq!(
+        store.heartbeat(&[beat(&new, Some(checkpoint(&[0, 1], 1)))], LEASE_MS).await.unwrap(),
+        [BeatAnswer::Held]
+    );
+    assert_eq!(counts(store, &batch).await, (1, 1));
+    let all: Vec<usize> = (0..10).collect();
+    assert_eq!(store.complete_chunk(&new, &checkpoint(&all, 1)).await.unwrap(), Fenced::Applied);
+    assert_eq!(counts(store, &batch).await, (9, 1));
+    let b = store.get_batch(&batch, None).await.unwrap().unwrap();
+    assert_eq!(b.usage.input_tokens, 30);
+}
+
+async fn release_bumps_the_fence_and_keeps_the_checkpoint_on(store: &dyn Store) {
+    let batch = running_batch(store, 1).await;
+    let lease = store.claim_chunk("a", LEASE_MS).await.unwrap().expect("a chunk");
+    assert_eq!(
+        store.heartbeat(&[beat(&lease, Some(checkpoint(&[3, 4, 5], 0)))], LEASE_MS).await.unwrap(),
+        [BeatAnswer::Held]
+    );
+    assert_eq!(store.release_chunk(&lease).await.unwrap(), Fenced::Applied);
+    assert_eq!(counts(store, &batch).await, (3, 0), "released progress stays visible");
+    // The released holder can no longer write; the next holder gets a higher fence and the checkpoint.
+    assert_eq!(store.heartbeat(&[beat(&lease, None)], LEASE_MS).await.unwrap(), [BeatAnswer::Lost]);
+    let next = store.claim_chunk("b", LEASE_MS).await.unwrap().expect("the released chunk");
+    assert!(next.fence > lease.fence);
+    assert_eq!(next.checkpoint, checkpoint(&[3, 4, 5], 0));
+    assert!(next.checkpoint.done.contains(4) && !next.checkpoint.done.contains(6));
+    assert_eq!(store.complete_chunk(&lease, &checkpoint(&[0], 0)).await.unwrap(), Fenced::Lost);
+}
+
+/// A lease is live or expired by the database's clock, whatever the caller's clock says.
+async fn leases_expire_on_the_database_clock_only_on(store: &dyn Store) {
+    let _clock = CLOCK.lock().await;
+    let batch = running_batch(store, 2).await;
+    let live = store.claim_chunk("on-time", LEASE_MS).await.unwrap().expect("a chunk");
+    let short = store.claim_chunk("on-time", 1_000).await.unwrap().expect("a second chunk");
+    assert_eq!(short.batch_id, batch);
+    // A worker whose clock runs 5 minutes ahead sees nothing expired yet.
+    set_offset_ms(5 * 60 * 1000);
+    let stolen = store.claim_chunk("ahead", LEASE_MS).await;
+    set_offset_ms(0);
+    let stolen = stolen.unwrap();
+    assert!(stolen.is_none(), "a worker 5 minutes ahead took a live lease: {stolen:?}");
+    // A worker whose clock runs 5 minutes behind still takes a lease that has expired.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    set_offset_ms(-5 * 60 * 1000);
+    let taken = store.claim_chunk("behind", LEASE_MS).await;
+    // …and its heartbeat extends by database time: the lease does not look expired to others.
+    let beat_behind = match &taken {
+        Ok(Some(l)) => Some(store.heartbeat(&[beat(l, None)], LEASE_MS).await),
+        _ => None,
+    };
+    set_offset_ms(0);
+    let taken = taken.unwrap().expect("the expired lease");
+    assert_eq!((taken.batch_id.clone(), taken.chunk.idx), (short.batch_id.clone(), short.chunk.idx));
+    assert_eq!(beat_behind.unwrap().unwrap(), [BeatAnswer::Held]);
+    assert!(
+        store.claim_chunk("on-time", LEASE_MS).await.unwrap().is_none(),
+        "a lease extended by a late clock expired"
+    );
+    assert_eq!(store.heartbeat(&[beat(&live, None)], LEASE_MS).await.unwrap(), [BeatAnswer::Held]);
+    // The database's clock is the one the store reports.
+    let db = store.db_now_ms().await.unwrap();
+    assert!((db - vllm_batch_core::time::unix_now_ms()).abs() < 60_000);
+}
+
+async fn two_finalization_claims_one_wins(store: &dyn Store) {
+    let batch = running_batch(store, 2).await;
+    for _ in 0..2 {
+        let lease = store.claim_chunk("w", LEASE_MS).await.unwrap().unwrap();
+        let all: Vec<usize> = (0..10).collect();
+        assert_eq!(store.complete_chunk(&lease, &checkpoint(&all, 0)).await.unwrap(), Fenced::Applied);
+    }
+    let (a, b) = tokio::join!(store.claim_finalization("fa", LEASE_MS), store.claim_finalization("fb", LEASE_MS));
+    let won: Vec<FinalizeJob> =
+        [a.unwrap(), b.unwrap()].into_iter().flatten().filter(|j| j.job.batch_id == batch).collect();
+    assert_eq!(won.len(), 1, "{won:?}");
+    let job = &won[0];
+    assert_eq!(job.mode, FinalizeMode::Complete);
+    assert!(job.chunks.iter().all(|c| c.done && c.checkpoint.done.len() == 10));
+    let out = FinalizeOutcome { output_bytes: Some(10), ..FinalizeOutcome::default() };
+    assert_eq!(store.finish_finalization(job, &out).await.unwrap(), Fenced::Applied);
+    assert_eq!(store.finish_finalization(job, &out).await.unwrap(), Fenced::Lost, "a batch ends once");
+    let b = store.get_batch(&batch, None).await.unwrap().unwrap();
+    assert_eq!(b.status, BatchStatus::Completed);
+    assert_eq!((b.request_counts.completed, b.request_counts.failed), (20, 0));
+}
+
+async fn cancel_racing_validation(store: &dyn Store) {
+    // Cancel while validating: cancelled at once, and the validator's result is dropped.
+    let file = FileId::generate();
+    let id = BatchId::generate();
+    let new = NewBatch {
+        id: id.clone(),
+        endpoint: "/v1/chat/completions".parse().unwrap(),
+        input_file_id: file,
+        completion_window: "24h".parse().unwrap(),
+        metadata: None,
+        output_expires_after: None,
+        created_at: unix_now(),
+        owner: None,
+    };
+    store.insert_batch(&new).await.unwrap();
+    let job = loop {
+        let job = store.claim_validation("v", LEASE_MS).await.unwrap().expect("a batch to validate");
+        if job.batch_id == id {
+            break job;
+        }
+    };
+    let (batch, changed) = store.request_cancel(&id, None).await.unwrap().unwrap();
+    assert!(changed);
+    assert_eq!(batch.status, BatchStatus::Cancelled);
+    let outcome = ValidationOutcome::Valid {
+        model: "m".into(),
+        total: 1,
+        chunks: vec![ChunkSpec { idx: 0, first_line: 1, line_count: 1, byte_start: 0, byte_end: 1 }],
+    };
+    assert_eq!(store.finish_validation(&job, &outcome).await.unwrap(), Fenced::Lost);
+    assert_eq!(store.get_batch(&id, None).await.unwrap().unwrap().status, BatchStatus::Cancelled);
+    // Cancel after validation: cancelling; the chunk's checkpoint survives into finalization.
+    let batch = running_batch(store, 1).await;
+    let lease = store.claim_chunk("w", LEASE_MS).await.unwrap().unwrap();
+    assert_eq!(
+        store.heartbeat(&[beat(&lease, Some(checkpoint(&[0, 1], 0)))], LEASE_MS).await.unwrap(),
+        [BeatAnswer::Held]
+    );
+    let (b, _) = store.request_cancel(&batch, None).await.unwrap().unwrap();
+    assert_eq!(b.status, BatchStatus::Cancelling);
+    assert_eq!(store.heartbeat(&[beat(&lease, None)], LEASE_MS).await.unwrap(), [BeatAnswer::Cancelling]);
+    assert!(
+        store.claim_finalization("f", LEASE_MS).await.unwrap().is_none_or(|j| j.job.batch_id != batch),
+        "finalized while a live lease holds a chunk"
+    );
+    assert_eq!(store.release_chunk(&lease).await.unwrap(), Fenced::Applied);
+    let job = store.claim_finalization("f", LEASE_MS).await.unwrap().expect("the cancelled batch");
+    assert_eq!(job.mode, FinalizeMode::Cancel);
+    assert!(!job.chunks[0].done);
+    assert_eq!(job.chunks[0].checkpoint.done.len(), 2);
+    assert_eq!(counts(store, &batch).await, (2, 0), "counts stay while finalizing");
+    let out = FinalizeOutcome { extra_completed: 2, extra_failed: 8, ..FinalizeOutcome::default() };
+    assert_eq!(store.finish_finalization(&job, &out).await.unwrap(), Fenced::Applied);
+    let b = store.get_batch(&batch, None).await.unwrap().unwrap();
+    assert_eq!((b.status, b.request_counts.completed, b.request_counts.failed), (BatchStatus::Cancelled, 2, 8));
+}
+
+async fn claims_rotate_across_batches_on(store: &dyn Store) {
+    let a = running_batch(store, 3).await;
+    let b = running_batch(store, 3).await;
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        let lease = store.claim_chunk("w", LEASE_MS).await.unwrap().expect("a chunk");
+        order.push(if lease.batch_id == a { 'a' } else { 'b' });
+        assert!(lease.batch_id == a || lease.batch_id == b);
+    }
+    assert!(store.claim_chunk("w", LEASE_MS).await.unwrap().is_none());
+    let alternating = order.windows(2).all(|w| w[0] != w[1]);
+    assert!(alternating, "claims did not rotate: {order:?}");
+}
+
+/// Runs `check` on a fresh store of every backend.
+async fn on_every_backend<F: std::future::Future<Output = ()>>(check: impl Fn(Arc<dyn Store>) -> F) {
+    for (name, store, _dir) in backends().await {
+        eprintln!("on {name}");
+        check(store).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_fence_can_neither_heartbeat_nor_complete_nor_write_counts() {
+    on_every_backend(
+        |s| async move { stale_fence_can_neither_heartbeat_nor_complete_nor_write_counts(s.as_ref()).await },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_bumps_the_fence_and_keeps_the_checkpoint() {
+    on_every_backend(|s| async move { release_bumps_the_fence_and_keeps_the_checkpoint_on(s.as_ref()).await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_expire_on_the_database_clock_only() {
+    on_every_backend(|s| async move { leases_expire_on_the_database_clock_only_on(s.as_ref()).await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_concurrent_finalization_claims_exactly_one_wins() {
+    on_every_backend(|s| async move { two_finalization_claims_one_wins(s.as_ref()).await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_races_validation_and_keeps_checkpoints() {
+    on_every_backend(|s| async move { cancel_racing_validation(s.as_ref()).await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_rotate_across_batches() {
+    on_every_backend(|s| async move { claims_rotate_across_batches_on(s.as_ref()).await }).await;
+}
