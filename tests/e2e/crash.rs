@@ -93,3 +93,74 @@ async fn a_paused_worker_cannot_overwrite_the_new_owner() {
     assert_eq!(c.content(done["output_file_id"].as_str().unwrap()).await, before);
     drop(b);
 }
+
+/// `kill -9` of `serve` in the middle of its only chunk, then `serve` again on the same data
+/// folder: the new process resumes the chunk from its checkpoint. The upstream is sent again at
+/// most the lines that were in flight at the kill or answered after the last heartbeat (not the
+/// whole chunk), and the visible `request_counts.completed` never goes back (sampled every
+/// 100 ms through the kill and the restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_chunk_resumes_from_the_checkpoint() {
+    // 8 at a time, 0.5 s each: ~16 lines a second, so a heartbeat interval holds ~11 answers.
+    let sim = sim(SimConfig { max_num_seqs: 8, base_latency_ms: 500, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = sim.base_url();
+    let mut args = vec!["--upstream", upstream.as_str()];
+    args.extend_from_slice(FAST);
+    // As many in flight as the upstream runs, and no time-outs: every request sent is a line.
+    args.extend_from_slice(&["--concurrency", "fixed", "--max-in-flight", "8", "--request-timeout", "60s"]);
+    let mut first = Proc::start("serve", dir.path(), &args);
+    let c = first.client();
+    let n = 200;
+    let id = c.submit(&chat_lines(n)).await;
+    let mut seen = Vec::new();
+    loop {
+        let b = c.batch(&id).await;
+        let completed = b["request_counts"]["completed"].as_i64().unwrap();
+        seen.push(completed);
+        if completed >= 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = c.batch(&id).await["request_counts"]["completed"].as_i64().unwrap();
+    let at_kill = sim.stats();
+    first.kill9();
+    let in_flight = at_kill.requests_received - at_kill.responses_ok - at_kill.faults_injected;
+    // Answered by the upstream but not yet in a recorded checkpoint.
+    let unrecorded = at_kill.responses_ok.saturating_sub(before as u64);
+    assert!(before >= 100 && before < n as i64, "killed mid-chunk: {before}");
+
+    let second = Proc::start("serve", dir.path(), &args);
+    let c = second.client();
+    let done = loop {
+        if let Ok(b) = reqwest::get(c.url(&format!("/v1/batches/{id}"))).await {
+            if let Ok(b) = b.json::<serde_json::Value>().await {
+                seen.push(b["request_counts"]["completed"].as_i64().unwrap());
+                if b["status"] == "completed" {
+                    break b;
+                }
+            }
+        }
+        assert!(seen.len() < 1200, "not done within ~2 minutes: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (out, err) = c.results(&done).await;
+    check_exactly_once(&done, &out, &err, n);
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "completed went back: {seen:?}");
+    let sent_again = sim.stats().requests_received - n as u64;
+    eprintln!(
+        "killed at {before} of {n} visible ({} answered, {in_flight} in flight): {sent_again} sent again",
+        at_kill.responses_ok
+    );
+    assert!(
+        sent_again <= in_flight + unrecorded + 2,
+        "{sent_again} lines sent again, more than the {in_flight} in flight and {unrecorded} unrecorded at the kill"
+    );
+    assert!(sent_again < (before as u64) / 2, "the chunk restarted from zero: {sent_again} sent again");
+    assert!(
+        second.logs().iter().any(|l| l.contains("resuming a chunk from its checkpoint")),
+        "{}",
+        second.logs().join("\n")
+    );
+}

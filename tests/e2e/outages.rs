@@ -140,6 +140,8 @@ async fn a_model_served_twice_fails_over_when_one_server_dies() {
     assert!(err.is_empty(), "0 failed: {:?}", err.first());
     assert!(b.stats().requests_received > b_before, "the survivor took the rest");
     let logs = || app.proc.logs().into_iter().filter(|l| l.contains("upstream")).collect::<Vec<_>>().join("\n");
+    // The dead server is reported down (its probes fail even once no request goes to it).
+    metric_becomes(c, "vllm_upstream_up{upstream=\"0\"}", 0.0, Duration::from_secs(30)).await;
     assert_eq!(metric(c, "vllm_upstream_up{upstream=\"0\"}").await, Some(0.0), "{}", logs());
     assert_eq!(metric(c, "vllm_upstream_up{upstream=\"1\"}").await, Some(1.0));
 }
