@@ -5,7 +5,6 @@
 //! other's candidates. Transactions that touch a chunk and its batch lock the chunk rows first,
 //! then the batch row, in that order everywhere, so they cannot deadlock.
 
-use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 use sqlx::Executor;
 
@@ -31,11 +30,7 @@ pub(crate) async fn connect(url: &str, pool: &PoolConfig) -> Result<AnyPool> {
     if let Some(t) = pool.statement_timeout {
         settings.push_str(&format!(" SET statement_timeout = {};", t.as_millis()));
     }
-    Ok(AnyPoolOptions::new()
-        .max_connections(pool.max_connections.unwrap_or(16))
-        .min_connections(pool.min_connections)
-        .acquire_timeout(pool.acquire_timeout)
-        .idle_timeout(pool.idle_timeout)
+    Ok(crate::queue::pool_options(pool, 16)
         .after_connect(move |conn, _| {
             let settings = settings.clone();
             Box::pin(async move { conn.execute(settings.as_str()).await.map(|_| ()) })

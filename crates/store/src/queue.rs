@@ -77,6 +77,15 @@ impl Dialect {
     }
 }
 
+/// Pool settings (`--db-*`) for either database; `default_max` connections unless set.
+pub(crate) fn pool_options(cfg: &PoolConfig, default_max: u32) -> sqlx::any::AnyPoolOptions {
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(cfg.max_connections.unwrap_or(default_max))
+        .min_connections(cfg.min_connections)
+        .acquire_timeout(cfg.acquire_timeout)
+        .idle_timeout(cfg.idle_timeout)
+}
+
 /// The store: a database (SQLite file or PostgreSQL) holding the whole queue.
 pub struct SqlStore {
     pool: AnyPool,

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 use sqlx::Executor;
 
@@ -32,16 +31,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Opens (creating if needed) the database at `url` (`sqlite://path`).
 pub(crate) async fn connect(url: &str, pool: &PoolConfig) -> Result<AnyPool> {
-    let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+    // Created when missing, unless the URL says otherwise.
+    let url = match url.split_once('?') {
+        None => format!("{url}?mode=rwc"),
+        Some((_, query)) if !query.split('&').any(|p| p.starts_with("mode=")) => format!("{url}&mode=rwc"),
+        Some(_) => url.to_string(),
+    };
     let pragmas = format!(
         "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         BUSY_TIMEOUT.as_millis()
     );
-    Ok(AnyPoolOptions::new()
-        .max_connections(pool.max_connections.unwrap_or(8))
-        .min_connections(pool.min_connections)
-        .acquire_timeout(pool.acquire_timeout)
-        .idle_timeout(pool.idle_timeout)
+    Ok(crate::queue::pool_options(pool, 8)
         .after_connect(move |conn, _| {
             let pragmas = pragmas.clone();
             Box::pin(async move { conn.execute(pragmas.as_str()).await.map(|_| ()) })

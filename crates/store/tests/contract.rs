@@ -51,6 +51,23 @@ async fn fresh_pg_database() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+/// A new batch, validating, of `file`.
+async fn new_batch(store: &dyn Store, file: FileId) -> BatchId {
+    let id = BatchId::generate();
+    let new = NewBatch {
+        id: id.clone(),
+        endpoint: "/v1/chat/completions".parse().unwrap(),
+        input_file_id: file,
+        completion_window: "24h".parse().unwrap(),
+        metadata: None,
+        output_expires_after: None,
+        created_at: unix_now(),
+        owner: None,
+    };
+    store.insert_batch(&new).await.unwrap();
+    id
+}
+
 /// A batch in progress with `chunks` chunks of 10 lines each.
 async fn running_batch(store: &dyn Store, chunks: i64) -> BatchId {
     let file = FileId::generate();
@@ -66,18 +83,7 @@ async fn running_batch(store: &dyn Store, chunks: i64) -> BatchId {
         status_details: None,
     };
     store.insert_file(&f, None).await.unwrap();
-    let id = BatchId::generate();
-    let new = NewBatch {
-        id: id.clone(),
-        endpoint: "/v1/chat/completions".parse().unwrap(),
-        input_file_id: file,
-        completion_window: "24h".parse().unwrap(),
-        metadata: None,
-        output_expires_after: None,
-        created_at: unix_now(),
-        owner: None,
-    };
-    store.insert_batch(&new).await.unwrap();
+    let id = new_batch(store, file).await;
     let job = loop {
         // Other batches of the same store may be validating: take ours.
         let job = store.claim_validation("validator", LEASE_MS).await.unwrap().expect("a batch to validate");
@@ -232,19 +238,7 @@ async fn two_finalization_claims_one_wins(store: &dyn Store) {
 
 async fn cancel_racing_validation(store: &dyn Store) {
     // Cancel while validating: cancelled at once, and the validator's result is dropped.
-    let file = FileId::generate();
-    let id = BatchId::generate();
-    let new = NewBatch {
-        id: id.clone(),
-        endpoint: "/v1/chat/completions".parse().unwrap(),
-        input_file_id: file,
-        completion_window: "24h".parse().unwrap(),
-        metadata: None,
-        output_expires_after: None,
-        created_at: unix_now(),
-        owner: None,
-    };
-    store.insert_batch(&new).await.unwrap();
+    let id = new_batch(store, FileId::generate()).await;
     let job = loop {
         let job = store.claim_validation("v", LEASE_MS).await.unwrap().expect("a batch to validate");
         if job.batch_id == id {

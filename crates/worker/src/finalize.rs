@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -84,23 +85,27 @@ impl Sink {
     }
 }
 
-async fn copy_part(s: &Shared, key: &str, sink: &mut Sink) -> Result<(), StoreError> {
-    let mut reader = s.files.reader(key).await?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = reader.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        sink.write(&buf[..n]).await?;
-    }
-}
+/// Parts read ahead while finalization writes: a chunk commits a part segment with about every
+/// heartbeat, so a long chunk leaves many small ones, and on an object store each is a request.
+const PARTS_READ_AHEAD: usize = 8;
 
-/// Copies a chunk's committed parts, each into the file of its kind.
+/// Copies a chunk's committed parts in order, each into the file of its kind, reading a few
+/// ahead.
 async fn copy_parts(s: &Shared, parts: &[String], out: &mut Sink, err: &mut Sink) -> Result<(), StoreError> {
-    for key in parts {
-        let sink = if key.ends_with(".err.jsonl") { &mut *err } else { &mut *out };
-        copy_part(s, key, sink).await?;
+    let mut bodies = futures_util::stream::iter(parts.to_vec())
+        .map(|key: String| async move {
+            let mut body = Vec::new();
+            s.files.reader(&key).await?.read_to_end(&mut body).await?;
+            Ok::<_, StoreError>((key.ends_with(".err.jsonl"), body))
+        })
+        .buffered(PARTS_READ_AHEAD);
+    while let Some(part) = bodies.next().await {
+        let (is_err, body) = part?;
+        if is_err {
+            err.write(&body).await?
+        } else {
+            out.write(&body).await?
+        }
     }
     Ok(())
 }
