@@ -17,6 +17,7 @@ mod procs;
 mod saturation;
 mod scaleout;
 mod stack;
+mod start_latency;
 mod throughput;
 mod wrk;
 
@@ -147,6 +148,15 @@ enum Benchmark {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// 7. Batch creation → `in_progress` and → first upstream request, on an idle `serve`.
+    StartLatency {
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// Idle time before each creation, in milliseconds (after the previous batch completed
+        /// and the next input was uploaded).
+        #[arg(long, default_value_t = 200)]
+        idle_ms: u64,
+    },
     /// Prints the capacity bound of a generated input (no processes started).
     Ideal {
         #[arg(long, default_value_t = 20_000)]
@@ -253,6 +263,15 @@ async fn main() -> Result<()> {
         Benchmark::Scaleout { workers, requests, database_url } => {
             let opts = scaleout::Options { requests, workers, seed: cli.seed, database_url };
             ("scaleout", scaleout::run(&ctx, "scaleout", &opts).await?)
+        }
+        Benchmark::StartLatency { rounds, idle_ms } => {
+            let opts = start_latency::Options {
+                rounds,
+                idle: Duration::from_millis(idle_ms),
+                seed: cli.seed,
+                server_args: cli.server_args.clone(),
+            };
+            ("start-latency", start_latency::run(&ctx, "start-latency", &opts).await?)
         }
         Benchmark::Ideal { requests, max_num_seqs, cost } => {
             let dir = ctx.scratch("ideal")?;

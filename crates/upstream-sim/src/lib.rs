@@ -157,6 +157,11 @@ pub struct SimStats {
     /// `GET /metrics` requests received (answered or 404).
     #[serde(default)]
     pub metrics_requests: u64,
+    /// When the latest inference request arrived (µs since the Unix epoch; 0: none yet). In
+    /// microseconds, unlike the other times, so that one request's arrival can be timed against
+    /// a client's clock to better than a millisecond (`vllm-batch-bench start-latency`).
+    #[serde(default)]
+    pub last_arrival_unix_us: u64,
 }
 
 /// Requests naming one served model, and where they fell in the order of all arrivals (the

@@ -35,6 +35,8 @@ pub(crate) struct Stats {
     pub(crate) last_finish_unix_ms: AtomicU64,
     /// `GET /metrics` requests received.
     pub(crate) metrics_requests: AtomicU64,
+    /// Wall-clock time of the latest inference request, in µs (0 before it).
+    pub(crate) last_arrival_unix_us: AtomicU64,
 }
 
 impl Stats {
@@ -57,6 +59,7 @@ impl Stats {
             last_finish_unix_ms: r(&self.last_finish_unix_ms),
             models: Vec::new(),
             metrics_requests: r(&self.metrics_requests),
+            last_arrival_unix_us: r(&self.last_arrival_unix_us),
         }
     }
 
@@ -64,6 +67,7 @@ impl Stats {
     pub(crate) fn arrived(&self) -> u64 {
         let n = self.requests_received.fetch_add(1, Ordering::Relaxed) + 1;
         let _ = self.first_arrival_unix_ms.compare_exchange(0, unix_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        self.last_arrival_unix_us.fetch_max(unix_us(), Ordering::Relaxed);
         n
     }
 
@@ -79,6 +83,11 @@ impl Stats {
 /// Milliseconds since the Unix epoch.
 pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Microseconds since the Unix epoch.
+fn unix_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// Increments a gauge on creation and decrements it on drop, so a request
