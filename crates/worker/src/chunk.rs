@@ -250,6 +250,7 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
     let writer = tokio::spawn(writer.run(rx, ask_rx));
     *state.checkpoints.lock().unwrap() = Some(ask_tx.clone());
 
+    let line_count = lines.len();
     let mut tasks = JoinSet::new();
     for (offset, (custom_id, body)) in lines.into_iter().enumerate() {
         if lease.checkpoint.done.contains(offset) {
@@ -303,9 +304,11 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
             let _ = tx.send(Answered { offset, part, usage }).await;
         });
     }
+    let mut failed_tasks = 0;
     while let Some(res) = tasks.join_next().await {
         if let Err(e) = res {
-            warn!(error = %e, "request task failed");
+            error!(error = %e, "request task failed");
+            failed_tasks += 1;
         }
     }
     *state.checkpoints.lock().unwrap() = None;
@@ -321,6 +324,15 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
     let last = last.await.ok().flatten();
     writer.await.map_err(|e| std::io::Error::other(e.to_string()))??;
     let done = last.unwrap_or_else(|| lease.checkpoint.clone());
+    // A chunk completes only with an answer for every line: otherwise it is left to its lease,
+    // and the next holder sends what its last recorded checkpoint lacks.
+    let answered = done.done.len();
+    if failed_tasks > 0 || answered != line_count {
+        return Err(vllm_batch_store::StoreError::Corrupt(format!(
+            "{answered} of the chunk's {line_count} lines answered ({failed_tasks} request tasks failed); \
+             the chunk resumes from its checkpoint"
+        )));
+    }
     let fenced = complete(s, lease, &done).await?;
     if fenced.applied() {
         // Counted once the results are committed, so the counters agree with the batch (lines
