@@ -164,3 +164,38 @@ async fn kill_9_mid_chunk_resumes_from_the_checkpoint() {
         second.logs().join("\n")
     );
 }
+
+/// `serve` frozen (SIGSTOP) again and again for longer than its 300 ms leases: when it wakes,
+/// its claimer may take back its own chunk before its heartbeat learns the lease lapsed. The old
+/// holder must then be told it lost the chunk and its end must not unregister the new holder
+/// (which once left the new holder without heartbeats, its lease lapsing in turn: a livelock
+/// that sent the batch's lines over and over and never finished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_paused_past_its_leases_takes_its_own_chunk_back_and_finishes() {
+    let sim = sim(SimConfig { max_num_seqs: 16, base_latency_ms: 300, ..SimConfig::default() }).await;
+    let app = serve(&sim, &["--lease", "300ms"]);
+    let c = &app.client;
+    let n = 300;
+    let id = c.submit(&chat_lines(n)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..12 {
+        app.proc.signal("STOP");
+        tokio::time::sleep(Duration::from_millis(350 + 50 * (i % 3))).await;
+        app.proc.signal("CONT");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let done = c.wait_terminal(&id, 2 * MINUTE).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (out, err) = c.results(&done).await;
+    check_exactly_once(&done, &out, &err, n);
+    assert_eq!(out.len(), n);
+    let logs = app.proc.logs();
+    let count = |s: &str| logs.iter().filter(|l| l.contains(s)).count();
+    let received = sim.stats().requests_received;
+    eprintln!(
+        "leases lost {}, resumed {}, upstream requests {received}",
+        count("lease lost"),
+        count("resuming a chunk")
+    );
+    assert!(received < 2 * n as u64, "lines were sent over and over: {received} requests for {n} lines");
+}

@@ -82,8 +82,8 @@ impl ChunkState {
         self.undispatched.load(Ordering::Acquire)
     }
 
-    pub fn key(&self) -> (String, i64) {
-        (self.lease.batch_id.to_string(), self.lease.chunk.idx)
+    pub fn key(&self) -> (String, i64, i64) {
+        (self.lease.batch_id.to_string(), self.lease.chunk.idx, self.lease.fence)
     }
 
     /// The heartbeat of this chunk: the writer commits what it wrote since the last one, and

@@ -42,8 +42,10 @@ pub(crate) struct Shared {
     /// Lines of held chunks not yet dispatched: the claimer takes a new chunk when this runs
     /// low, so the upstream never idles at chunk edges.
     pub backlog: AtomicI64,
-    /// Chunks currently held, for the heartbeat.
-    pub held: Mutex<HashMap<(String, i64), Arc<ChunkState>>>,
+    /// Chunks currently held, for the heartbeat, by batch, index and fence: a chunk this worker
+    /// claims again after its own lease lapsed (a pause, a stalled heartbeat) is a second entry,
+    /// so the old holder is told it lost the lease and its end does not unregister the new one.
+    pub held: Mutex<HashMap<(String, i64, i64), Arc<ChunkState>>>,
     /// Woken when work may be available (the API created or cancelled a batch).
     pub wake: Arc<Notify>,
     /// Wakes the claim loop when there may be room for another chunk: the backlog fell below
