@@ -148,6 +148,20 @@ try {
   log(`downloaded ${download.suggestedFilename()}: ${lines.length} lines`);
   await page.screenshot({ path: path.join(OUT_DIR, 'detail-cancelled.png'), fullPage: true });
 
+  // The cancelled batch's unsent lines become a new batch: the page opens it, retry_of shown.
+  await page.locator('#retry-button').click();
+  const retried = await until(
+    'the page opens the retry batch',
+    () => page.locator('.detail-title h2').innerText(),
+    (t) => t.startsWith('batch_') && t !== BATCH_ID,
+    15000,
+  );
+  const detailText = await page.locator('#detail-view').innerText();
+  if (!detailText.includes('retry_of') || !detailText.includes(BATCH_ID)) {
+    throw new Error(`the retry batch ${retried} does not show retry_of ${BATCH_ID}: ${detailText}`);
+  }
+  log(`retried the cancelled batch's lines as ${retried}`);
+
   // A batch that failed validation shows its errors with line numbers.
   if (FAILED_BATCH_ID) {
     await page.goto(`${BASE_URL}/#/batches/${encodeURIComponent(FAILED_BATCH_ID)}`);

@@ -178,6 +178,20 @@ async fn create_misuse_gets_clear_errors() {
     assert_eq!(e["param"], "input_file_id");
     let e = error_of(&create(json!({"endpoint": "/v1/chat/completions"})).await, 400);
     assert!(e["message"].as_str().unwrap().contains("input_file_id"));
+    // Every 400 from reading the body names where the problem is.
+    assert_eq!(e["param"], "input_file_id", "{e}");
+    let e = error_of(&create(with("endpoint", json!(5))).await, 400);
+    assert_eq!(e["param"], "endpoint", "{e}");
+    let e = error_of(&create(with("output_expires_after", json!({"anchor": "created_at"}))).await, 400);
+    assert_eq!(e["param"], "output_expires_after.seconds", "{e}");
+    for bad in [json!(3600.5), json!("3600"), json!(null)] {
+        let e =
+            error_of(&create(with("output_expires_after", json!({"anchor": "created_at", "seconds": bad}))).await, 400);
+        assert_eq!(e["param"], "output_expires_after.seconds", "{bad}: {e}");
+    }
+    // A whole number of seconds written as a float is a whole number of seconds.
+    let a = create(with("output_expires_after", json!({"anchor": "created_at", "seconds": 3600.0}))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
     let raw = c
         .http
         .post(c.url("/v1/batches"))
@@ -187,6 +201,10 @@ async fn create_misuse_gets_clear_errors() {
         .await
         .unwrap();
     assert_eq!(raw.status().as_u16(), 400);
+    // Not JSON at all: nothing to point at, as OpenAI answers.
+    let e: serde_json::Value = raw.json().await.unwrap();
+    assert!(e["error"]["param"].is_null(), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("could not parse the JSON body"), "{e}");
     let e = error_of(&create(with("output_expires_after", json!({"anchor": "created_at", "seconds": 10}))).await, 400);
     assert_eq!(e["param"], "output_expires_after.seconds");
     error_of(&c.get("/v1/batches/batch_0123456789abcdef0123456789abcdef").await, 404);

@@ -297,6 +297,12 @@ async fn document_is_valid_openapi_and_every_answer_matches_it() {
     let cancel = "/v1/batches/{batch_id}/cancel";
     assert_eq!(spec.post(cancel, &format!("/v1/batches/{UNKNOWN_BATCH}/cancel"), json!({})).await.status, 404);
     assert_eq!(spec.post(cancel, &format!("/v1/batches/{batch_id}/cancel"), json!({})).await.status, 409);
+    // Retry: an unknown batch, a malformed body, a batch with nothing to retry.
+    let retry = "/v1/batches/{batch_id}/retry";
+    assert_eq!(spec.post(retry, &format!("/v1/batches/{UNKNOWN_BATCH}/retry"), json!({})).await.status, 404);
+    let bad = json!({"include_invalid_requests": "yes"});
+    assert_eq!(spec.post(retry, &format!("/v1/batches/{batch_id}/retry"), bad).await.status, 400);
+    assert_eq!(spec.post(retry, &format!("/v1/batches/{batch_id}/retry"), json!({})).await.status, 409);
 
     // Create: the request schema and the server agree. With a well-formed id of no file, a body
     // the schema accepts gets past every check to the 404; one it refuses is a 400.
@@ -393,6 +399,10 @@ async fn cancel_conflicts_and_upstream_failures_match_the_document() {
     let cancelled = spec.get("/v1/batches/{batch_id}", &format!("/v1/batches/{batch_id}")).await;
     assert_eq!(cancelled.body["status"], "cancelled", "{}", cancelled.body);
     spec.same_keys("Batch", &cancelled.body);
+    // Its cancelled lines can run again as a new batch.
+    let retried = spec.post("/v1/batches/{batch_id}/retry", &format!("/v1/batches/{batch_id}/retry"), json!({})).await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    spec.same_keys("Batch", &retried.body);
 
     sim.shutdown().await;
     // The last known model list is kept while the upstream is away.

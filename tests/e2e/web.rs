@@ -330,6 +330,15 @@ async fn headless_chromium_follows_cancels_and_downloads_through_the_page() {
         counts["completed"].as_i64().unwrap() < n as i64,
         "the batch finished before the page cancelled it: {batch:#}"
     );
+    // The page's Retry button made a batch of the cancelled lines.
+    assert!(logs.contains("retried the cancelled batch's lines"), "{logs}");
+    let list = app.client.get("/v1/batches?limit=100").await;
+    let retries: Vec<&serde_json::Value> =
+        list.body["data"].as_array().unwrap().iter().filter(|b| b["metadata"]["retry_of"] == id.as_str()).collect();
+    assert_eq!(retries.len(), 1, "{}", list.body);
+    let retry_id = retries[0]["id"].as_str().unwrap();
+    let retry = app.client.wait_until(retry_id, MINUTE, |b| b["status"] != "validating").await;
+    assert_eq!(retry["request_counts"]["total"].as_i64(), counts["failed"].as_i64(), "{retry:#}");
 }
 
 /// A server without keys trusts loopback clients; a hostile page in the operator's browser must

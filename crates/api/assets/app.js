@@ -503,6 +503,16 @@
     );
   }
 
+  // An ended batch with lines that did not succeed can be retried as a new batch (POST …/retry).
+  function retryButton(b) {
+    if (!TERMINAL.has(b.status) || b.status === 'failed' || !b.error_file_id) return null;
+    return el(
+      'button',
+      { type: 'button', id: 'retry-button', onclick: (e) => retryBatch(b.id, e.currentTarget) },
+      'Retry failed lines',
+    );
+  }
+
   function renderDetail(b) {
     const error = state.actionError && state.actionError.id === b.id ? state.actionError.message : null;
     document.title = `${b.id} · ${b.status} · vllm-batch`;
@@ -512,7 +522,13 @@
         'div',
         { class: 'panel-head' },
         el('a', { href: '#/' }, '← All batches'),
-        el('div', { class: 'actions' }, error ? el('span', { class: 'action-error', id: 'action-error' }, error) : null, cancelButton(b)),
+        el(
+          'div',
+          { class: 'actions' },
+          error ? el('span', { class: 'action-error', id: 'action-error' }, error) : null,
+          cancelButton(b),
+          retryButton(b),
+        ),
       ),
       el('div', { class: 'detail-title' }, el('h2', {}, b.id), statusBadge(b.status, 'detail-status')),
       el(
@@ -547,6 +563,22 @@
       }
     } catch (e) {
       state.actionError = { id, message: `Cancel failed: ${e.message}` };
+      if (state.detail) renderDetail(state.detail);
+    }
+  }
+
+  async function retryBatch(id, button) {
+    button.disabled = true;
+    try {
+      const batch = await apiJson(`${batchPath(id)}/retry`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'Idempotency-Key': `web-retry-${id}-${Date.now()}` },
+        body: '{}',
+      });
+      state.actionError = null;
+      location.hash = batchHref(batch.id);
+    } catch (e) {
+      state.actionError = { id, message: `Retry failed: ${e.message}` };
       if (state.detail) renderDetail(state.detail);
     }
   }

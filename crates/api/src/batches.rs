@@ -1,8 +1,9 @@
 //! `/v1/batches`: create, retrieve, list (cursor pagination) and cancel — OpenAI's Batches API.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -14,6 +15,7 @@ use vllm_batch_store::NewBatch;
 
 use crate::auth::Principal;
 use crate::error::{Error, Result};
+use crate::idempotency;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -21,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/batches", get(list_batches).post(create_batch))
         .route("/v1/batches/{batch_id}", get(get_batch))
         .route("/v1/batches/{batch_id}/cancel", post(cancel_batch))
+        .route("/v1/batches/{batch_id}/retry", post(crate::retry::retry_batch))
 }
 
 /// When the batch's output and error files expire.
@@ -29,9 +32,62 @@ struct ExpiresAfter {
     /// What the expiry counts from: only `created_at`.
     #[schema(pattern = "^created_at$")]
     anchor: String,
-    /// Seconds after the anchor, from 1 hour to 30 days.
+    /// Seconds after the anchor, from 1 hour to 30 days (a whole number; `3600.0` is accepted).
     #[schema(minimum = 3600, maximum = 2592000)]
+    #[serde(deserialize_with = "whole_seconds")]
     seconds: i64,
+}
+
+/// A whole number of seconds, written as an integer or as a float with no fraction (JSON
+/// encoders of some languages write `3600.0`).
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!("expected a whole number of seconds, got {n}"))),
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json`, or `application/…+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// A JSON body, or a 400 naming where in it the problem is (`output_expires_after.seconds`, or
+/// the missing field) — `param` is null only when the body is not JSON at all.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        let message = format!("Invalid request body: {inner}");
+        if inner.is_syntax() || inner.is_eof() {
+            return Error::invalid(format!("We could not parse the JSON body of your request: {inner}"), None);
+        }
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        // A missing or unknown field is reported at its parent: name the field itself.
+        let text = inner.to_string();
+        let field = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|prefix| text.strip_prefix(prefix))
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string);
+        match (path.is_empty(), field) {
+            (true, Some(field)) => Error::invalid_at(message, field),
+            // An unknown field's path already ends with it.
+            (false, Some(field)) if path == field || path.ends_with(&format!(".{field}")) => {
+                Error::invalid_at(message, path)
+            }
+            (false, Some(field)) => Error::invalid_at(message, format!("{path}.{field}")),
+            (false, None) => Error::invalid_at(message, path),
+            (true, None) => Error::invalid_at(message, "body".to_string()),
+        }
+    })
 }
 
 /// The body of `POST /v1/batches`.
@@ -53,7 +109,7 @@ struct CreateBatch {
     output_expires_after: Option<ExpiresAfter>,
 }
 
-fn parse_batch_id(id: &str) -> Result<BatchId> {
+pub(crate) fn parse_batch_id(id: &str) -> Result<BatchId> {
     id.parse().map_err(|_| Error::NotFound { kind: "Batch", id: id.to_string() })
 }
 
@@ -63,25 +119,56 @@ fn parse_batch_id(id: &str) -> Result<BatchId> {
     path = "/v1/batches",
     tag = "Batches",
     request_body = CreateBatch,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Makes the create safe to retry: the same key with the same body within 24 hours answers the batch it created instead of creating another; with another body, 409. 1 to 255 printable ASCII characters.")
+    ),
     responses(
-        (status = 200, description = "The batch, in status `validating`", body = Batch),
+        (status = 200, description = "The batch, in status `validating` (or, for a repeated `Idempotency-Key`, the batch as first created)", body = Batch),
         (status = 400, description = "An invalid field or a malformed body", body = ErrorEnvelope),
         (status = 404, description = "No such input file", body = ErrorEnvelope),
+        (status = 409, description = "The `Idempotency-Key` was used for a different request, or its first request is still running", body = ErrorEnvelope),
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     )
 )]
 async fn create_batch(
     State(st): State<AppState>,
     caller: Principal,
-    body: std::result::Result<Json<CreateBatch>, JsonRejection>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<Batch>> {
-    let Json(req) = body.map_err(|e| match e.status() {
+    if !is_json(&headers) {
+        return Err(Error::invalid(
+            "Expected request with `Content-Type: application/json`; send the batch as a JSON body",
+            None,
+        ));
+    }
+    let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(format!(
             "The request body is larger than the {} bytes allowed",
             st.limits.max_json_body_bytes
         )),
         _ => Error::invalid(e.body_text(), None),
     })?;
+    let req: CreateBatch = parse_body(&body)?;
+    let key = idempotency::Key::from_headers(&headers, &caller)?;
+    if let Some(key) = &key {
+        // The request as parsed, so that a retry that spaces its JSON differently is the same.
+        let canonical = serde_json::from_slice::<serde_json::Value>(&body).map(|v| v.to_string()).unwrap_or_default();
+        let request = idempotency::fingerprint([b"POST /v1/batches".as_slice(), canonical.as_bytes()]);
+        if let idempotency::Begin::Replay(batch) = key.begin::<Batch>(&st, &request).await? {
+            return Ok(Json(batch));
+        }
+    }
+    let created = create(&st, &caller, req).await;
+    if let Some(key) = &key {
+        key.finish(&st, &created).await;
+    }
+    created.map(Json)
+}
+
+/// Checks a parsed create request and records the batch.
+async fn create(st: &AppState, caller: &Principal, req: CreateBatch) -> Result<Batch> {
     let endpoint: Endpoint = req.endpoint.parse().map_err(|m: String| Error::invalid(m, Some("endpoint")))?;
     let completion_window: CompletionWindow =
         req.completion_window.parse().map_err(|m: String| Error::invalid(m, Some("completion_window")))?;
@@ -133,18 +220,24 @@ async fn create_batch(
         owner: caller.owner.clone(),
     };
     if let Some(owner) = &caller.owner {
-        let open = st.store.count_open_batches(owner).await?;
-        if open >= st.limits.max_open_batches_per_key {
-            return Err(Error::TooManyOpenBatches(format!(
-                "This key's owner has {open} unfinished batches, the most allowed \
-                 (--max-open-batches-per-key); wait for some to end or cancel them"
-            )));
-        }
+        check_open_batches(st, owner).await?;
     }
     let batch = st.store.insert_batch(&new).await?;
     tracing::info!(batch_id = %batch.id, "batch created");
     st.wake.notify_waiters();
-    Ok(Json(batch))
+    Ok(batch)
+}
+
+/// A 429 when `owner` already has the most unfinished batches allowed.
+pub(crate) async fn check_open_batches(st: &AppState, owner: &str) -> Result<()> {
+    let open = st.store.count_open_batches(owner).await?;
+    if open >= st.limits.max_open_batches_per_key {
+        return Err(Error::TooManyOpenBatches(format!(
+            "This key's owner has {open} unfinished batches, the most allowed \
+             (--max-open-batches-per-key); wait for some to end or cancel them"
+        )));
+    }
+    Ok(())
 }
 
 /// Retrieve a batch.

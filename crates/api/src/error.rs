@@ -15,7 +15,7 @@ pub struct ErrorType(pub &'static str);
 pub enum Error {
     /// 400: the request is malformed or names something invalid.
     #[error("{message}")]
-    InvalidRequest { message: String, param: Option<&'static str>, code: Option<&'static str> },
+    InvalidRequest { message: String, param: Option<std::borrow::Cow<'static, str>>, code: Option<&'static str> },
     /// 404: no such object (also what another owner's objects look like).
     #[error("No such {kind} object: {id}")]
     NotFound { kind: &'static str, id: String },
@@ -56,7 +56,12 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
-        Error::InvalidRequest { message: message.into(), param, code: None }
+        Error::InvalidRequest { message: message.into(), param: param.map(Into::into), code: None }
+    }
+
+    /// A 400 naming a parameter known only at run time (a path into a JSON body).
+    pub fn invalid_at(message: impl Into<String>, param: String) -> Self {
+        Error::InvalidRequest { message: message.into(), param: Some(param.into()), code: None }
     }
 }
 
@@ -72,9 +77,12 @@ impl From<StoreError> for Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, kind, param, code) = match &self {
-            Error::InvalidRequest { param, code, .. } => {
-                (StatusCode::BAD_REQUEST, "invalid_request_error", param.map(str::to_string), code.map(str::to_string))
-            }
+            Error::InvalidRequest { param, code, .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                param.as_deref().map(str::to_string),
+                code.map(str::to_string),
+            ),
             Error::NotFound { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", Some("id".into()), None),
             Error::UnknownRoute { .. } => {
                 (StatusCode::NOT_FOUND, "invalid_request_error", None, Some("unknown_url".into()))

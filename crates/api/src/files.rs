@@ -15,8 +15,11 @@ use vllm_batch_store::{file_key, FileListQuery};
 
 use multer::Field;
 
+use sha2::{Digest, Sha256};
+
 use crate::auth::Principal;
 use crate::error::{Error, Result};
+use crate::idempotency;
 use crate::multipart::{self, FormError, PartGuard};
 use crate::AppState;
 
@@ -138,15 +141,24 @@ struct UploadForm {
     path = "/v1/files",
     tag = "Files",
     request_body(content = UploadForm, content_type = "multipart/form-data"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Makes the upload safe to retry: the same key with the same form (fields and content) within 24 hours answers the file it stored instead of storing another; with another form, 409. 1 to 255 printable ASCII characters.")
+    ),
     responses(
-        (status = 200, description = "The stored file", body = FileObject),
+        (status = 200, description = "The stored file (or, for a repeated `Idempotency-Key`, the file first stored)", body = FileObject),
         (status = 400, description = "A missing or invalid field, or a malformed form", body = ErrorEnvelope),
         (status = 408, description = "The upload stalled (no bytes for --body-idle-timeout)", body = ErrorEnvelope),
+        (status = 409, description = "The `Idempotency-Key` was used for a different upload, or its first upload is still being stored", body = ErrorEnvelope),
         (status = 413, description = "The file is larger than the server accepts", body = ErrorEnvelope),
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     )
 )]
 async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request) -> Result<Json<FileObject>> {
+    let idem = idempotency::Key::from_headers(req.headers(), &caller)?;
+    // With an Idempotency-Key, the request's fingerprint: its fields and its content's digest.
+    let mut content = idem.as_ref().map(|_| Sha256::new());
+    let mut fields: Vec<(String, String)> = Vec::new();
     let mut form = open_form(&req, st.limits.max_upload_bytes)?.into_form(req.into_body());
     let id = FileId::generate();
     let key = file_key(&id);
@@ -158,7 +170,11 @@ async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request
     let result: Result<()> = async {
         while let Some(mut field) = form.next_field().await.map_err(|e| form_error(e, max))? {
             match field.name() {
-                Some("purpose") => purpose = Some(small_text(field, "purpose", max).await?),
+                Some("purpose") => {
+                    let value = small_text(field, "purpose", max).await?;
+                    fields.push(("purpose".into(), value.clone()));
+                    purpose = Some(value);
+                }
                 Some("file") if stored.is_some() => {
                     return Err(Error::invalid("The form has more than one 'file' part.", Some("file")))
                 }
@@ -168,6 +184,9 @@ async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request
                     let mut size: u64 = 0;
                     while let Some(chunk) = field.chunk().await.map_err(|e| form_error(e, max))? {
                         size += chunk.len() as u64;
+                        if let Some(h) = content.as_mut() {
+                            h.update(&chunk);
+                        }
                         writer.write(&chunk).await?;
                     }
                     stored = Some((writer, size, filename));
@@ -176,7 +195,8 @@ async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request
                 // expiry itself is not enforced yet.
                 Some(name) => {
                     let name = crate::multipart::FIELDS.into_iter().find(|f| *f == name).unwrap_or("field");
-                    small_text(field, name, max).await?;
+                    let value = small_text(field, name, max).await?;
+                    fields.push((name.into(), value));
                 }
                 None => return Err(Error::invalid("A form part has no field name.", None)),
             }
@@ -210,6 +230,37 @@ async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request
     });
     // On error the uncommitted writer is dropped here, and its temporary file with it.
     let (purpose, (writer, _, filename)) = checked?;
+    if let (Some(idem), Some(content)) = (&idem, content) {
+        fields.sort();
+        let digest = content.finalize();
+        let mut parts: Vec<&[u8]> = vec![b"POST /v1/files", &digest, filename.as_bytes()];
+        for (name, value) in &fields {
+            parts.extend([name.as_bytes(), value.as_bytes()]);
+        }
+        // A repeat: its body is dropped uncommitted, and the first upload's file answers.
+        if let idempotency::Begin::Replay(file) =
+            idem.begin::<FileObject>(&st, &idempotency::fingerprint(parts)).await?
+        {
+            return Ok(Json(file));
+        }
+    }
+    let stored = store_file(&st, &caller, id, writer, filename, purpose).await;
+    if let Some(idem) = &idem {
+        idem.finish(&st, &stored).await;
+    }
+    stored.map(Json)
+}
+
+/// Commits an upload's body and records the file.
+async fn store_file(
+    st: &AppState,
+    caller: &Principal,
+    id: FileId,
+    writer: Box<dyn vllm_batch_store::BlobWriter>,
+    filename: String,
+    purpose: FilePurpose,
+) -> Result<FileObject> {
+    let key = file_key(&id);
     let bytes = writer.commit().await?;
     let file = FileObject {
         id: id.to_string(),
@@ -230,7 +281,7 @@ async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request
     let m = vllm_batch_metrics::metrics();
     m.files_uploaded.inc();
     m.files_bytes_uploaded.inc_by(file.bytes as u64);
-    Ok(Json(file))
+    Ok(file)
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -7,10 +7,12 @@ pub mod cache;
 mod error;
 mod files;
 mod health;
+mod idempotency;
 mod models;
 mod multipart;
 mod observe;
 mod openapi;
+mod retry;
 pub mod server;
 mod web;
 

@@ -30,6 +30,7 @@ use crate::AppState;
         crate::batches::list_batches,
         crate::batches::get_batch,
         crate::batches::cancel_batch,
+        crate::retry::retry_batch,
         crate::models::list_models,
         crate::health::health,
         crate::health::verbose_health,

@@ -88,6 +88,23 @@ pub trait Store: Send + Sync + 'static {
     /// needs a valid key (revoking the last key must not reopen the keyless mode).
     async fn any_key_created(&self) -> Result<bool>;
 
+    // --- idempotency keys --------------------------------------------------------------------
+    /// Reserves `key` of `owner` for a request whose fingerprint is `request_hash`, or says why
+    /// not. A key lives `ttl_ms` (on the database's clock); a reservation whose request never
+    /// recorded an answer within `stale_ms` (its process died) is taken over.
+    async fn idempotency_begin(
+        &self,
+        owner: &str,
+        key: &str,
+        request_hash: &str,
+        ttl_ms: i64,
+        stale_ms: i64,
+    ) -> Result<Idempotent>;
+    /// Records the answer (JSON) of the request that reserved the key.
+    async fn idempotency_finish(&self, owner: &str, key: &str, response: &str) -> Result<()>;
+    /// Frees a reservation whose request failed, so that a retry runs again.
+    async fn idempotency_abandon(&self, owner: &str, key: &str) -> Result<()>;
+
     // --- validation job ----------------------------------------------------------------------
     async fn claim_validation(&self, worker: &str, lease_ms: i64) -> Result<Option<BatchJob>>;
     async fn extend_job(&self, job: &BatchJob, lease_ms: i64) -> Result<Fenced>;

@@ -185,6 +185,19 @@ impl LineSet {
     }
 }
 
+/// What an `Idempotency-Key` says about a request that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotent {
+    /// The key is new (or its last use expired): this request runs, and its answer is recorded.
+    Fresh,
+    /// The same request came with this key before: its answer (JSON).
+    Replay(String),
+    /// The same request with this key is running right now.
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
 /// A chunk's state in the queue: `pending → leased → done`; `leased → pending` when handed
 /// back (or re-claimed by another worker after its lease expired, under a new fence);
 /// `pending/leased → abandoned` when cancellation or expiry takes it.

@@ -437,6 +437,73 @@ impl Store for SqlStore {
         }
     }
 
+    async fn idempotency_begin(
+        &self,
+        owner: &str,
+        key: &str,
+        request_hash: &str,
+        ttl_ms: i64,
+        stale_ms: i64,
+    ) -> Result<Idempotent> {
+        let now = self.now();
+        // Keys past their lifetime go (every owner's: the table holds a day of keys), and so
+        // does this key's reservation if its request died before answering.
+        sqlx::query(&format!(
+            "DELETE FROM idempotency_keys WHERE created_ms < {now} - $1
+                 OR (owner = $2 AND key = $3 AND response IS NULL AND created_ms < {now} - $4)"
+        ))
+        .bind(ttl_ms)
+        .bind(owner)
+        .bind(key)
+        .bind(stale_ms)
+        .execute(&self.pool)
+        .await?;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO idempotency_keys (owner, key, request_hash, created_ms) VALUES ($1, $2, $3, {now})
+             ON CONFLICT (owner, key) DO NOTHING"
+        ))
+        .bind(owner)
+        .bind(key)
+        .bind(request_hash)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Idempotent::Fresh);
+        }
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT request_hash, response FROM idempotency_keys WHERE owner = $1 AND key = $2")
+                .bind(owner)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            // Deleted between the two statements (it expired): the caller asks again.
+            None => Idempotent::InProgress,
+            Some((hash, _)) if hash != request_hash => Idempotent::Mismatch,
+            Some((_, Some(response))) => Idempotent::Replay(response),
+            Some((_, None)) => Idempotent::InProgress,
+        })
+    }
+
+    async fn idempotency_finish(&self, owner: &str, key: &str, response: &str) -> Result<()> {
+        sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE owner = $2 AND key = $3")
+            .bind(response)
+            .bind(owner)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_abandon(&self, owner: &str, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2 AND response IS NULL")
+            .bind(owner)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn claim_validation(&self, worker: &str, lease_ms: i64) -> Result<Option<BatchJob>> {
         let now = self.now();
         // The sub-select and the update are one statement (and the row lock passes over a

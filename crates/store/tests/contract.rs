@@ -335,3 +335,32 @@ async fn cancel_races_validation_and_keeps_checkpoints() {
 async fn claims_rotate_across_batches() {
     on_every_backend(|s| async move { claims_rotate_across_batches_on(s.as_ref()).await }).await;
 }
+
+async fn idempotency_keys_on(store: &dyn Store) {
+    const DAY: i64 = 86_400_000;
+    let begin = |owner: &'static str, key: &'static str, hash: &'static str, ttl: i64, stale: i64| async move {
+        store.idempotency_begin(owner, key, hash, ttl, stale).await.unwrap()
+    };
+    assert_eq!(begin("alice", "k1", "h1", DAY, 60_000).await, Idempotent::Fresh);
+    // The same request while the first runs, then once it has answered.
+    assert_eq!(begin("alice", "k1", "h1", DAY, 60_000).await, Idempotent::InProgress);
+    store.idempotency_finish("alice", "k1", r#"{"id":"batch_1"}"#).await.unwrap();
+    assert_eq!(begin("alice", "k1", "h1", DAY, 60_000).await, Idempotent::Replay(r#"{"id":"batch_1"}"#.into()));
+    // Another request under the key; the same key of another owner is another key.
+    assert_eq!(begin("alice", "k1", "h2", DAY, 60_000).await, Idempotent::Mismatch);
+    assert_eq!(begin("bob", "k1", "h2", DAY, 60_000).await, Idempotent::Fresh);
+    // A failed request frees its key; an answered one keeps it.
+    store.idempotency_abandon("bob", "k1").await.unwrap();
+    assert_eq!(begin("bob", "k1", "h3", DAY, 60_000).await, Idempotent::Fresh);
+    store.idempotency_abandon("alice", "k1").await.unwrap();
+    assert_eq!(begin("alice", "k1", "h1", DAY, 60_000).await, Idempotent::Replay(r#"{"id":"batch_1"}"#.into()));
+    // A reservation whose request died is taken over once stale; a key expires after its TTL.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(begin("bob", "k1", "h4", DAY, 10).await, Idempotent::Fresh);
+    assert_eq!(begin("alice", "k1", "h5", 10, 60_000).await, Idempotent::Fresh);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_reserve_replay_and_expire() {
+    on_every_backend(|s| async move { idempotency_keys_on(s.as_ref()).await }).await;
+}

@@ -1,4 +1,4 @@
-//! `vllm-batch batches list|get|cancel|wait`.
+//! `vllm-batch batches list|get|cancel|retry|wait`.
 
 use std::path::PathBuf;
 
@@ -6,7 +6,9 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use super::follow::{follow_and_download, Targets};
-use super::http::{segment, Api};
+use reqwest::Method;
+
+use super::http::{segment, Api, CALL_TIMEOUT, IDEMPOTENCY_KEY};
 use super::progress::Ui;
 use super::wire::{view, Batch, Page};
 use super::{render, BatchesCommand};
@@ -31,6 +33,34 @@ pub async fn run(cmd: BatchesCommand) -> Result<i32> {
                 let b: Batch = view(&raw, "batch")?;
                 println!("{} {}", b.id, b.status);
             }
+        }
+        BatchesCommand::Retry { id, include_invalid_requests, wait, output, errors, poll_interval, connect } => {
+            let ui = Ui::new(connect.json);
+            let api = Api::new(&connect)?;
+            let key = uuid::Uuid::new_v4().simple().to_string();
+            let body = json!({"include_invalid_requests": include_invalid_requests});
+            let req = api
+                .request(Method::POST, &format!("/batches/{}/retry", segment(&id)))
+                .header(IDEMPOTENCY_KEY, key)
+                .json(&body)
+                .timeout(CALL_TIMEOUT);
+            let raw = api.json(req).await?;
+            let b: Batch = view(&raw, "batch")?;
+            if !wait {
+                if ui.json {
+                    println!("{}", serde_json::to_string_pretty(&raw)?);
+                } else {
+                    ui.note(format!("Created batch {} retrying the failed lines of {id}", b.id));
+                    println!("{}", b.id);
+                }
+                return Ok(0);
+            }
+            ui.note(format!("Created batch {} retrying the failed lines of {id}; following it", b.id));
+            let targets = Targets {
+                output: output.unwrap_or_else(|| PathBuf::from(format!("{}.output.jsonl", b.id))),
+                errors: errors.unwrap_or_else(|| PathBuf::from(format!("{}.errors.jsonl", b.id))),
+            };
+            return follow_and_download(&api, raw, &targets, poll_interval, &ui).await;
         }
         BatchesCommand::Wait { id, output, errors, poll_interval, connect } => {
             let ui = Ui::new(connect.json);

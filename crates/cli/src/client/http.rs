@@ -12,7 +12,10 @@ use serde_json::Value;
 use super::ConnectArgs;
 
 /// Time limit of one JSON call (uploads and downloads have none: they take as long as they take).
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The header that makes a create safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// An API answer other than 2xx: OpenAI's `error` object, or the body's start when the server
 /// sent no envelope.

@@ -75,6 +75,12 @@ pub struct SubmitArgs {
     /// How often the batch is polled while following.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub poll_interval: Duration,
+    /// Sent as the `Idempotency-Key` of the upload (`KEY-file`) and of the create (`KEY-batch`):
+    /// running the same submit again with the same key within 24 hours gives the batch it
+    /// created instead of a second one [default: a new key per run, which makes this run's own
+    /// retries safe].
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -109,6 +115,31 @@ pub enum BatchesCommand {
         /// The batch's id (`batch_…`).
         #[arg(value_name = "BATCH_ID")]
         id: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Retries the lines of an ended batch that did not succeed (`upstream_error`,
+    /// `batch_expired`, `batch_cancelled`) as a new batch with `metadata.retry_of`; prints its id.
+    #[command(after_help = EXIT_CODES)]
+    Retry {
+        /// The ended batch's id (`batch_…`).
+        #[arg(value_name = "BATCH_ID")]
+        id: String,
+        /// Also retry the lines that ended `invalid_request` (the upstream's final 4xx).
+        #[arg(long)]
+        include_invalid_requests: bool,
+        /// Follow the new batch until it ends and download its files, like `batches wait`.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: where the output file goes [default: `<new batch id>.output.jsonl`].
+        #[arg(long, short = 'o', value_name = "PATH", requires = "wait")]
+        output: Option<PathBuf>,
+        /// With --wait: where the error file goes [default: `<new batch id>.errors.jsonl`].
+        #[arg(long, value_name = "PATH", requires = "wait")]
+        errors: Option<PathBuf>,
+        /// How often the batch is polled while following.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+        poll_interval: Duration,
         #[command(flatten)]
         connect: ConnectArgs,
     },

@@ -2,12 +2,14 @@
 //! and either prints its id or, with `--wait`, follows it and downloads its files.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::follow::{follow_and_download, Targets};
-use super::http::Api;
+use super::http::{Api, Unreachable, CALL_TIMEOUT, IDEMPOTENCY_KEY};
 use super::progress::Ui;
 use super::wire::{view, Batch, File};
 use super::{render, transfer, SubmitArgs};
@@ -16,8 +18,9 @@ use super::{render, transfer, SubmitArgs};
 pub async fn run(args: SubmitArgs) -> Result<i32> {
     let ui = Ui::new(args.connect.json);
     let api = Api::new(&args.connect)?;
+    let key = args.idempotency_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
 
-    let file: File = view(&transfer::upload(&api, &args.input, &ui).await?, "file")?;
+    let file: File = view(&transfer::upload(&api, &args.input, &ui, &format!("{key}-file")).await?, "file")?;
     ui.note(format!("Uploaded {} as {} ({})", args.input.display(), file.id, render::size(file.bytes)));
 
     let mut body = json!({
@@ -29,8 +32,7 @@ pub async fn run(args: SubmitArgs) -> Result<i32> {
         let metadata: Map<String, Value> = args.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         body["metadata"] = Value::Object(metadata);
     }
-    let raw = api
-        .post("/batches", &body)
+    let raw = create(&api, &body, &format!("{key}-batch"))
         .await
         .with_context(|| format!("creating the batch (the input stays uploaded as {})", file.id))?;
     let batch: Batch = view(&raw, "batch")?;
@@ -53,6 +55,23 @@ pub async fn run(args: SubmitArgs) -> Result<i32> {
         errors: args.errors.unwrap_or_else(|| beside(&args.input, "errors")),
     };
     follow_and_download(&api, raw, &targets, args.poll_interval, &ui).await
+}
+
+/// Creates the batch under an `Idempotency-Key`, retrying (with the same key, so never twice)
+/// when the connection fails before an answer arrives.
+async fn create(api: &Api, body: &Value, key: &str) -> Result<Value> {
+    const ATTEMPTS: u32 = 3;
+    let mut attempt = 1;
+    loop {
+        let req = api.request(Method::POST, "/batches").header(IDEMPOTENCY_KEY, key).json(body).timeout(CALL_TIMEOUT);
+        match api.json(req).await {
+            Err(e) if attempt < ATTEMPTS && e.downcast_ref::<Unreachable>().is_some() => {
+                tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `<dir>/<stem>.<kind>.jsonl` for input `<dir>/<stem>.<ext>`.

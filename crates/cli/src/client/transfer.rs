@@ -16,8 +16,8 @@ use super::progress::Ui;
 /// Read size of the upload stream.
 const UPLOAD_CHUNK: usize = 64 * 1024;
 
-/// Uploads `path` with purpose `batch` and returns the File object.
-pub async fn upload(api: &Api, path: &Path, ui: &Ui) -> Result<Value> {
+/// Uploads `path` with purpose `batch` under `idempotency_key` and returns the File object.
+pub async fn upload(api: &Api, path: &Path, ui: &Ui, idempotency_key: &str) -> Result<Value> {
     let file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata().await.with_context(|| format!("reading {}", path.display()))?.len();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "input.jsonl".into());
@@ -30,7 +30,8 @@ pub async fn upload(api: &Api, path: &Path, ui: &Ui) -> Result<Value> {
     let body = reqwest::Body::wrap_stream(ReaderStream::with_capacity(counted, UPLOAD_CHUNK));
     let part = Part::stream_with_length(body, len).file_name(name).mime_str("application/jsonl")?;
     let form = Form::new().text("purpose", "batch").part("file", part);
-    let uploaded = api.json(api.request(Method::POST, "/files").multipart(form)).await;
+    let req = api.request(Method::POST, "/files").header(super::http::IDEMPOTENCY_KEY, idempotency_key);
+    let uploaded = api.json(req.multipart(form)).await;
     bar.finish_and_clear();
     uploaded.with_context(|| format!("uploading {}", path.display()))
 }
