@@ -13,6 +13,7 @@ mod files;
 mod hardening;
 mod hostile;
 mod idempotency;
+mod lifecycle;
 mod load;
 mod monitoring;
 mod observability;

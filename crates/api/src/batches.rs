@@ -183,9 +183,9 @@ async fn create(st: &AppState, caller: &Principal, req: CreateBatch) -> Result<B
                 Some("output_expires_after.anchor"),
             ))
         }
-        Some(e) if !(3600..=2_592_000).contains(&e.seconds) => {
+        Some(e) if !(st.limits.min_file_expiry_s..=2_592_000).contains(&e.seconds) => {
             return Err(Error::invalid(
-                "output_expires_after.seconds must be between 3600 and 2592000",
+                format!("output_expires_after.seconds must be between {} and 2592000", st.limits.min_file_expiry_s),
                 Some("output_expires_after.seconds"),
             ))
         }

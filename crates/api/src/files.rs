@@ -133,6 +133,13 @@ struct UploadForm {
     file: Vec<u8>,
     #[schema(value_type = FilePurpose)]
     purpose: String,
+    /// What the expiry counts from: only `created_at`.
+    #[schema(rename = "expires_after[anchor]", pattern = "^created_at$")]
+    expires_after_anchor: Option<String>,
+    /// Seconds after `created_at` when the file expires (3600 to 2592000). Without it, files of
+    /// purpose `batch` expire after the server's `--file-retention` (30 days by default).
+    #[schema(rename = "expires_after[seconds]", minimum = 3600, maximum = 2592000)]
+    expires_after_seconds: Option<i64>,
 }
 
 /// Upload a file.
@@ -191,8 +198,7 @@ async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request
                     }
                     stored = Some((writer, size, filename));
                 }
-                // OpenAI's `expires_after[…]`: read (bounded) so that SDKs sending it work;
-                // expiry itself is not enforced yet.
+                // OpenAI's `expires_after[anchor]` and `expires_after[seconds]`.
                 Some(name) => {
                     let name = crate::multipart::FIELDS.into_iter().find(|f| *f == name).unwrap_or("field");
                     let value = small_text(field, name, max).await?;
@@ -230,6 +236,9 @@ async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request
     });
     // On error the uncommitted writer is dropped here, and its temporary file with it.
     let (purpose, (writer, _, filename)) = checked?;
+    // Batch inputs without their own expiry keep the server's retention; other files stay.
+    let retention = if purpose == FilePurpose::Batch { st.limits.file_retention_s } else { None };
+    let expires_after = expires_after(&fields, &st.limits)?.or(retention);
     if let (Some(idem), Some(content)) = (&idem, content) {
         fields.sort();
         let digest = content.finalize();
@@ -244,11 +253,40 @@ async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request
             return Ok(Json(file));
         }
     }
-    let stored = store_file(&st, &caller, id, writer, filename, purpose).await;
+    let stored = store_file(&st, &caller, id, writer, filename, purpose, expires_after).await;
     if let Some(idem) = &idem {
         idem.finish(&st, &stored).await;
     }
     stored.map(Json)
+}
+
+/// The upload's `expires_after[anchor]` / `expires_after[seconds]` (OpenAI's expiry): seconds
+/// after `created_at`, or `None` when the form sets none.
+fn expires_after(fields: &[(String, String)], limits: &crate::ApiLimits) -> Result<Option<i64>> {
+    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim());
+    if let Some(anchor) = field("expires_after[anchor]") {
+        if anchor != "created_at" {
+            return Err(Error::invalid(
+                format!("expires_after[anchor] must be 'created_at', not {anchor:?}"),
+                Some("expires_after[anchor]"),
+            ));
+        }
+    }
+    let Some(seconds) = field("expires_after[seconds]") else { return Ok(None) };
+    let (min, max) = (limits.min_file_expiry_s, 2_592_000);
+    let parsed = seconds
+        .parse::<i64>()
+        .ok()
+        .or_else(|| seconds.parse::<f64>().ok().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64));
+    match parsed {
+        Some(s) if (min..=max).contains(&s) => Ok(Some(s)),
+        _ => Err(Error::invalid(
+            format!(
+                "expires_after[seconds] must be a whole number of seconds between {min} and {max}, not {seconds:?}"
+            ),
+            Some("expires_after[seconds]"),
+        )),
+    }
 }
 
 /// Commits an upload's body and records the file.
@@ -259,15 +297,17 @@ async fn store_file(
     writer: Box<dyn vllm_batch_store::BlobWriter>,
     filename: String,
     purpose: FilePurpose,
+    expires_after: Option<i64>,
 ) -> Result<FileObject> {
     let key = file_key(&id);
     let bytes = writer.commit().await?;
+    let created_at = unix_now();
     let file = FileObject {
         id: id.to_string(),
         object: "file".into(),
         bytes: bytes as i64,
-        created_at: unix_now(),
-        expires_at: None,
+        created_at,
+        expires_at: expires_after.map(|s| created_at + s),
         filename,
         purpose: purpose.as_str().into(),
         status: "processed".into(),

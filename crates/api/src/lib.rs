@@ -40,6 +40,11 @@ pub struct ApiLimits {
     pub max_json_body_bytes: usize,
     /// Unfinished batches one key's owner may have at once.
     pub max_open_batches_per_key: i64,
+    /// Seconds an uploaded batch input file is kept when the upload sets no `expires_after`
+    /// (`--file-retention`); `None` keeps it until deleted.
+    pub file_retention_s: Option<i64>,
+    /// Shortest `expires_after[seconds]` accepted (OpenAI's 3600; tests lower it).
+    pub min_file_expiry_s: i64,
 }
 
 impl Default for ApiLimits {
@@ -48,6 +53,8 @@ impl Default for ApiLimits {
             max_upload_bytes: 2 * 1024 * 1024 * 1024,
             max_json_body_bytes: 1024 * 1024,
             max_open_batches_per_key: 100,
+            file_retention_s: Some(30 * 86_400),
+            min_file_expiry_s: 3600,
         }
     }
 }

@@ -99,6 +99,11 @@ pub struct StorageArgs {
     /// `postgres://USER:PASSWORD@HOST:PORT/DB` for a scale-out deployment.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// How long batch input files (uploads without `expires_after`) and batch output and error
+    /// files (batches without `output_expires_after`) are kept before the garbage collector
+    /// deletes them; `0` keeps them until deleted. OpenAI keeps them 30 days.
+    #[arg(long, env = "VLLM_BATCH_FILE_RETENTION", default_value = "30d", value_parser = retention, global = true)]
+    pub file_retention: Retention,
     #[command(flatten)]
     pub pool: PoolArgs,
     #[command(flatten)]
@@ -234,6 +239,19 @@ pub struct UpstreamArgs {
     pub upstream_api_key: Option<String>,
 }
 
+/// How long files are kept: `None` keeps them until deleted.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention(pub Option<Duration>);
+
+/// A retention: a duration, or `0` for "keep forever".
+fn retention(s: &str) -> Result<Retention, String> {
+    if s.trim() == "0" {
+        return Ok(Retention(None));
+    }
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30d, 12h; 0 keeps files forever)"))?;
+    Ok(Retention((!d.is_zero()).then_some(d)))
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 500ms, 10m)"))
 }
@@ -288,6 +306,9 @@ pub struct WorkerArgs {
     /// How often an idle worker looks for work.
     #[arg(long, env = "VLLM_BATCH_POLL_INTERVAL", default_value = "500ms", value_parser = duration)]
     pub poll_interval: Duration,
+    /// How often the garbage collector looks for expired files (one worker at a time collects).
+    #[arg(long, env = "VLLM_BATCH_GC_INTERVAL", default_value = "60s", value_parser = duration)]
+    pub gc_interval: Duration,
     /// On SIGTERM, how long held chunks may take to finish before they are handed back.
     #[arg(long, env = "VLLM_BATCH_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,

@@ -53,7 +53,7 @@ async fn main() -> Result<()> {
                 wake.clone(),
             );
             let worker = tokio::spawn(worker.run(shutdown.clone()));
-            let st = state(store, files, upstreams, &http, wake, gpus, &observe);
+            let st = state((store, files), upstreams, &http, &storage, wake, gpus, &observe);
             let api_result = serve_api(&http, st, shutdown.clone()).await;
             // If the API could not start, the worker must not outlive it.
             shutdown.cancel();
@@ -66,7 +66,7 @@ async fn main() -> Result<()> {
             let upstreams = upstreams(&upstream)?;
             let shutdown = shutdown_signal();
             let gpus = gpu_sampler(&observe, &shutdown);
-            let st = state(store, files, upstreams, &http, Arc::new(Notify::new()), gpus, &observe);
+            let st = state((store, files), upstreams, &http, &storage, Arc::new(Notify::new()), gpus, &observe);
             serve_api(&http, st, shutdown).await
         }
         Command::Worker { storage, upstream, worker, log, observe, metrics } => {
@@ -233,10 +233,10 @@ fn upstreams(args: &UpstreamArgs) -> Result<Upstreams> {
 }
 
 fn state(
-    store: Arc<dyn Store>,
-    files: Arc<dyn FileStore>,
+    (store, files): (Arc<dyn Store>, Arc<dyn FileStore>),
     upstreams: Upstreams,
     http: &HttpArgs,
+    storage: &StorageArgs,
     wake: Arc<Notify>,
     gpus: GpuSampler,
     observe: &ObserveArgs,
@@ -250,6 +250,12 @@ fn state(
             max_upload_bytes: http.max_upload_bytes,
             max_json_body_bytes: http.max_json_body_bytes,
             max_open_batches_per_key: http.max_open_batches_per_key,
+            file_retention_s: storage.file_retention.0.map(|d| d.as_secs() as i64),
+            // OpenAI's shortest expiry; the test suite lowers it to see files expire.
+            min_file_expiry_s: std::env::var("VLLM_BATCH_TEST_MIN_FILE_EXPIRY_SECONDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3600),
         },
         wake,
         gpus,
@@ -286,6 +292,8 @@ fn worker_config(w: &WorkerArgs, storage: &StorageArgs) -> WorkerConfig {
         drain_timeout: w.drain_timeout,
         model_discovery_timeout: w.model_discovery_timeout,
         scratch_dir: storage.data_dir.clone(),
+        file_retention: storage.file_retention.0,
+        gc_interval: w.gc_interval,
     }
 }
 

@@ -61,6 +61,12 @@ pub struct Metrics {
     /// `vllm_errors_total{type}`: errors logged at error level, by kind.
     pub errors: IntCounterVec,
 
+    // Garbage collector.
+    /// `vllm_gc_deleted_total{kind}`: what the collector removed (`file`: an expired file).
+    pub gc_deleted: IntCounterVec,
+    /// `vllm_gc_last_run_timestamp_seconds`: when a collector pass last finished (0: never).
+    pub gc_last_run: Gauge,
+
     // Worker.
     pub worker_status: IntGaugeVec,
     pub worker_heartbeat: GaugeVec,
@@ -193,6 +199,17 @@ impl Metrics {
                 IntCounter::new("vllm_files_bytes_uploaded_total", "Bytes of uploaded files").unwrap(),
             ),
             errors: counter_vec(&r, "vllm_errors_total", "Errors by kind", &["type"]),
+            gc_deleted: counter_vec(
+                &r,
+                "vllm_gc_deleted_total",
+                "Objects the garbage collector removed, by kind",
+                &["kind"],
+            ),
+            gc_last_run: register(
+                &r,
+                Gauge::new("vllm_gc_last_run_timestamp_seconds", "Unix time the last garbage-collector pass finished")
+                    .unwrap(),
+            ),
             worker_status: int_gauge_vec(&r, "vllm_worker_status", "Worker state: 1 up, 0 draining", &["worker"]),
             worker_heartbeat: gauge_vec(
                 &r,
@@ -299,6 +316,9 @@ impl Metrics {
         for status in ["completed", "lost", "released", "error"] {
             m.chunks_processed.with_label_values(&[status]);
         }
+        for kind in GC_KINDS {
+            m.gc_deleted.with_label_values(&[kind]);
+        }
         // The API families: the scrape that reads them is itself a request, counted once it has
         // been answered — so the first scrape would lack them.
         m.http_requests.with_label_values(&["GET", "/metrics", "200"]);
@@ -330,6 +350,9 @@ pub const API_ERROR_TYPES: [&str; 4] = ["invalid_request_error", "requests", "up
 /// The `class` label values of `vllm_upstream_errors_total`.
 pub const UPSTREAM_ERROR_CLASSES: [&str; 5] = ["4xx", "5xx", "connect", "timeout", "body"];
 /// The `reason` label values of `vllm_upstream_retries_total`.
+/// The `kind` label values of `vllm_gc_deleted_total`.
+pub const GC_KINDS: [&str; 1] = ["file"];
+
 pub const RETRY_REASONS: [&str; 6] = ["status_408", "status_429", "status_5xx", "connect", "timeout", "body"];
 
 /// Sets the per-upstream series for upstreams `0..n` (up, 0 s down, no outage yet), so they

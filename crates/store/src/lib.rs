@@ -57,6 +57,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- files -------------------------------------------------------------------------------
     async fn insert_file(&self, file: &FileObject, owner: Scope<'_>) -> Result<()>;
+    /// The file, unless it does not exist, belongs to another owner, or has expired (an expired
+    /// file is gone for its users, whether or not the collector has removed it yet).
     async fn get_file(&self, id: &FileId, scope: Scope<'_>) -> Result<Option<FileObject>>;
     async fn list_files(&self, query: &FileListQuery, scope: Scope<'_>) -> Result<Page<FileObject>>;
     /// Deletes the row; refuses (`Conflict`) while a batch that is not terminal reads the file.
@@ -87,6 +89,16 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a key was ever created, revoked ones included: from then on every API request
     /// needs a valid key (revoking the last key must not reopen the keyless mode).
     async fn any_key_created(&self) -> Result<bool>;
+
+    // --- expiry and garbage collection ---------------------------------------------------------
+    /// Takes the lease on the singleton job `name` (the garbage collector) for `lease_ms`, when
+    /// nobody holds it or its lease expired (database time). True when this call took it.
+    async fn claim_singleton(&self, name: &str, worker: &str, lease_ms: i64) -> Result<bool>;
+    /// Up to `limit` files past their `expires_at` (database time) that no unfinished batch
+    /// reads, oldest expiry first.
+    async fn expired_files(&self, limit: i64) -> Result<Vec<FileObject>>;
+    /// Deletes the row of a file that is (still) expired and read by no unfinished batch.
+    async fn delete_expired_file(&self, id: &FileId) -> Result<bool>;
 
     // --- idempotency keys --------------------------------------------------------------------
     /// Reserves `key` of `owner` for a request whose fingerprint is `request_hash`, or says why

@@ -306,11 +306,12 @@ impl Store for SqlStore {
     }
 
     async fn get_file(&self, id: &FileId, scope: Scope<'_>) -> Result<Option<FileObject>> {
-        let row = sqlx::query("SELECT * FROM files WHERE id = $1 AND ($2 IS NULL OR owner = $2)")
-            .bind(id.as_str())
-            .bind(scope)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!(
+            "SELECT * FROM files WHERE id = $1 AND ($2 IS NULL OR owner = $2)
+               AND (expires_at IS NULL OR expires_at > {})",
+            self.now_s()
+        );
+        let row = sqlx::query(&sql).bind(id.as_str()).bind(scope).fetch_optional(&self.pool).await?;
         row.map(|r| file_from_row(&r)).transpose()
     }
 
@@ -325,7 +326,9 @@ impl Store for SqlStore {
              WHERE ($1 IS NULL OR purpose = $1)
                AND ($2 IS NULL OR seq {cmp} (SELECT seq FROM files WHERE id = $2 AND ($4 IS NULL OR owner = $4)))
                AND ($4 IS NULL OR owner = $4)
-             ORDER BY seq {order} LIMIT $3"
+               AND (expires_at IS NULL OR expires_at > {now_s})
+             ORDER BY seq {order} LIMIT $3",
+            now_s = self.now_s()
         );
         let rows = sqlx::query(&sql)
             .bind(q.purpose.as_deref())
@@ -435,6 +438,46 @@ impl Store for SqlStore {
             BatchStatus::Cancelling | BatchStatus::Cancelled => Ok(Some((batch, changed))),
             other => Err(StoreError::Conflict(format!("Cannot cancel a batch with status {other}."))),
         }
+    }
+
+    async fn claim_singleton(&self, name: &str, worker: &str, lease_ms: i64) -> Result<bool> {
+        let now = self.now();
+        sqlx::query("INSERT INTO job_leases (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        let taken = sqlx::query(&format!(
+            "UPDATE job_leases SET owner = $1, lease_until = {now} + $2
+             WHERE name = $3 AND (lease_until < {now} OR owner = $1)"
+        ))
+        .bind(worker)
+        .bind(lease_ms)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    async fn expired_files(&self, limit: i64) -> Result<Vec<FileObject>> {
+        let sql = format!(
+            "SELECT * FROM files f WHERE f.expires_at IS NOT NULL AND f.expires_at <= {now_s}
+               AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.input_file_id = f.id AND b.status IN {open})
+             ORDER BY f.expires_at LIMIT $1",
+            now_s = self.now_s(),
+            open = open_statuses_sql()
+        );
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(file_from_row).collect()
+    }
+
+    async fn delete_expired_file(&self, id: &FileId) -> Result<bool> {
+        let sql = format!(
+            "DELETE FROM files WHERE id = $1 AND expires_at IS NOT NULL AND expires_at <= {now_s}
+               AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.input_file_id = files.id AND b.status IN {open})",
+            now_s = self.now_s(),
+            open = open_statuses_sql()
+        );
+        Ok(sqlx::query(&sql).bind(id.as_str()).execute(&self.pool).await?.rows_affected() == 1)
     }
 
     async fn idempotency_begin(
@@ -608,13 +651,18 @@ impl Store for SqlStore {
         .await?
         .rows_affected()
             == 1;
+        // Strictly after every running batch's last claim, even within one millisecond, so
+        // that the rotation never ties.
         let batch = sqlx::query(&format!(
-            "UPDATE batches SET last_claim_ms = {greatest}(last_claim_ms, {now}) WHERE id = $1
+            "UPDATE batches SET last_claim_ms = {greatest}({now},
+                 (SELECT COALESCE(MAX(x.last_claim_ms), 0) + 1 FROM batches x WHERE x.status = $2))
+             WHERE id = $1
              RETURNING input_file_id, endpoint, model, expires_at, created_at,
                  {now} - created_at * 1000 AS queued_ms, expires_at * 1000 - {now} AS expires_in_ms",
             greatest = self.dialect.greatest(),
         ))
         .bind(&batch_id)
+        .bind(BatchStatus::InProgress.as_str())
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

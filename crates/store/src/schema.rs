@@ -28,15 +28,18 @@ mod tests {
 
     #[test]
     fn behind_names_each_missing_migration() {
-        assert!(check(&SQLITE, &[(1, true), (2, true), (3, true), (4, true)]).is_ok());
+        let all = [(1, true), (2, true), (3, true), (4, true), (5, true)];
+        assert!(check(&SQLITE, &all).is_ok());
         // A newer build's migration in the database does not stop an older build.
-        assert!(check(&SQLITE, &[(1, true), (2, true), (3, true), (4, true), (5, true)]).is_ok());
-        let err = check(&SQLITE, &[(1, true), (3, true), (4, true)]).unwrap_err().to_string();
+        assert!(check(&SQLITE, &[&all[..], &[(6, true)]].concat()).is_ok());
+        let err = check(&SQLITE, &[(1, true), (3, true), (4, true), (5, true)]).unwrap_err().to_string();
         assert!(err.contains("migration 2 (api keys and owners) not applied"), "{err}");
         assert!(err.contains("vllm-batch migrate"), "{err}");
         let err = check(&SQLITE, &[]).unwrap_err().to_string();
         assert!(
-            err.contains("migrations 1 (init), 2 (api keys and owners), 3 (chunk checkpoints), 4 (idempotency keys)"),
+            err.contains(
+                "migrations 1 (init), 2 (api keys and owners), 3 (chunk checkpoints), 4 (idempotency keys), 5 (expiry and gc)"
+            ),
             "{err}"
         );
         // A failed (dirty) migration is not applied.

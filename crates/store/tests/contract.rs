@@ -364,3 +364,59 @@ async fn idempotency_keys_on(store: &dyn Store) {
 async fn idempotency_keys_reserve_replay_and_expire() {
     on_every_backend(|s| async move { idempotency_keys_on(s.as_ref()).await }).await;
 }
+
+async fn expiry_and_the_collectors_lease_on(store: &dyn Store) {
+    let file = |expires_at: Option<i64>| FileObject {
+        id: FileId::generate().to_string(),
+        object: "file".into(),
+        bytes: 1,
+        created_at: unix_now() - 100,
+        expires_at,
+        filename: "f.jsonl".into(),
+        purpose: "batch".into(),
+        status: "processed".into(),
+        status_details: None,
+    };
+    // Expiry is decided on the database's clock: a process clock 5 minutes behind changes nothing.
+    let _clock = CLOCK.lock().await;
+    let (gone, kept, forever) = (file(Some(unix_now() - 5)), file(Some(unix_now() + 3600)), file(None));
+    let read_by_batch = file(Some(unix_now() - 5));
+    for f in [&gone, &kept, &forever, &read_by_batch] {
+        store.insert_file(f, None).await.unwrap();
+    }
+    let batch = new_batch(store, read_by_batch.id.parse().unwrap()).await;
+    set_offset_ms(-5 * 60 * 1000);
+    let seen = store.get_file(&gone.id.parse().unwrap(), None).await;
+    set_offset_ms(0);
+    assert!(seen.unwrap().is_none(), "an expired file is gone for its users");
+    assert!(store.get_file(&kept.id.parse().unwrap(), None).await.unwrap().is_some());
+    let listed = store
+        .list_files(&FileListQuery { purpose: None, limit: 100, after: None, ascending: true }, None)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed.items.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, [kept.id.as_str(), forever.id.as_str()]);
+    // The collector sees the expired file, but not one a running batch reads.
+    let expired: Vec<String> = store.expired_files(10).await.unwrap().into_iter().map(|f| f.id).collect();
+    assert_eq!(expired, [gone.id.as_str()]);
+    assert!(!store.delete_expired_file(&read_by_batch.id.parse().unwrap()).await.unwrap());
+    assert!(!store.delete_expired_file(&kept.id.parse().unwrap()).await.unwrap());
+    assert!(store.delete_expired_file(&gone.id.parse().unwrap()).await.unwrap());
+    // Once the batch has ended, its input goes too.
+    assert!(store.request_cancel(&batch, None).await.unwrap().is_some());
+    let expired: Vec<String> = store.expired_files(10).await.unwrap().into_iter().map(|f| f.id).collect();
+    assert_eq!(expired, [read_by_batch.id.as_str()]);
+
+    // One collector at a time, by database time.
+    assert!(store.claim_singleton("gc", "w1", 200).await.unwrap());
+    assert!(!store.claim_singleton("gc", "w2", 200).await.unwrap());
+    assert!(store.claim_singleton("gc", "w1", 200).await.unwrap(), "the holder renews");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.claim_singleton("gc", "w2", 200).await.unwrap(), "an expired lease is taken over");
+    assert!(!store.claim_singleton("gc", "w1", 200).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_expire_on_the_database_clock_and_one_collector_runs_at_a_time() {
+    on_every_backend(|s| async move { expiry_and_the_collectors_lease_on(s.as_ref()).await }).await;
+}

@@ -32,6 +32,11 @@ pub struct WorkerConfig {
     /// How long validation waits for model discovery (an upstream down or too busy to list its
     /// models) before it fails a batch whose model no upstream is known to serve.
     pub model_discovery_timeout: Duration,
+    /// How long batch output and error files are kept when the batch set no
+    /// `output_expires_after` (`--file-retention`); `None` keeps them until deleted.
+    pub file_retention: Option<Duration>,
+    /// How often the garbage collector looks for expired files.
+    pub gc_interval: Duration,
     /// Where validation spills sorted custom_id digests of files over 131,072 lines (24 bytes a
     /// line, in an anonymous file removed when validation ends).
     pub scratch_dir: PathBuf,
@@ -81,6 +86,8 @@ impl Default for WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             model_discovery_timeout: Duration::from_secs(600),
             scratch_dir: std::env::temp_dir(),
+            file_retention: Some(Duration::from_secs(30 * 86_400)),
+            gc_interval: Duration::from_secs(60),
         }
     }
 }

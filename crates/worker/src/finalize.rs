@@ -156,7 +156,12 @@ async fn finalize(s: &Shared, job: &FinalizeJob) -> Result<Fenced, StoreError> {
     }
     outcome.output_bytes = out.finish().await?;
     outcome.error_bytes = err.finish().await?;
-    let done = s.store.finish_finalization(job, &outcome).await?;
+    // Without the batch's own `output_expires_after`, its files keep the server's retention.
+    let mut job = job.clone();
+    if job.output_expires_at.is_none() {
+        job.output_expires_at = s.config.file_retention.map(|r| unix_now() + r.as_secs() as i64);
+    }
+    let done = s.store.finish_finalization(&job, &outcome).await?;
     if done.applied() {
         record_end(job.mode, job.created_at, &outcome);
         if let Err(e) = s.files.delete_prefix(&format!("parts/{batch}")).await {

@@ -8,6 +8,7 @@ mod config;
 mod dedup;
 mod dispatch;
 mod finalize;
+mod gc;
 mod probe;
 mod routing;
 mod validate;
@@ -97,6 +98,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
         tasks.spawn(validate::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("validator")));
         tasks.spawn(finalize::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("finalizer")));
+        tasks.spawn(gc::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("gc")));
         // The heartbeat outlives `shutdown`: held chunks keep their leases while they drain.
         let drained = CancellationToken::new();
         tasks.spawn(heartbeat_loop(s.clone(), drained.clone()).instrument(tracing::info_span!("heartbeat")));
