@@ -152,19 +152,12 @@ async fn create_batch(
     })?;
     let req: CreateBatch = parse_body(&body)?;
     let key = idempotency::Key::from_headers(&headers, &caller)?;
-    if let Some(key) = &key {
-        // The request as parsed, so that a retry that spaces its JSON differently is the same.
+    // The request as parsed, so that a retry that spaces its JSON differently is the same.
+    let request = || {
         let canonical = serde_json::from_slice::<serde_json::Value>(&body).map(|v| v.to_string()).unwrap_or_default();
-        let request = idempotency::fingerprint([b"POST /v1/batches".as_slice(), canonical.as_bytes()]);
-        if let idempotency::Begin::Replay(batch) = key.begin::<Batch>(&st, &request).await? {
-            return Ok(Json(batch));
-        }
-    }
-    let created = create(&st, &caller, req).await;
-    if let Some(key) = &key {
-        key.finish(&st, &created).await;
-    }
-    created.map(Json)
+        idempotency::fingerprint([b"POST /v1/batches".as_slice(), canonical.as_bytes()])
+    };
+    idempotency::once(&st, key.as_ref(), request, create(&st, &caller, req)).await.map(Json)
 }
 
 /// Checks a parsed create request and records the batch.

@@ -239,25 +239,19 @@ async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request
     // Batch inputs without their own expiry keep the server's retention; other files stay.
     let retention = if purpose == FilePurpose::Batch { st.limits.file_retention_s } else { None };
     let expires_after = expires_after(&fields, &st.limits)?.or(retention);
-    if let (Some(idem), Some(content)) = (&idem, content) {
+    // The fingerprint: the content's digest and every field. A repeat's body is dropped
+    // uncommitted, and the first upload's file answers.
+    let request = || {
         fields.sort();
-        let digest = content.finalize();
+        let digest = content.map(|h| h.finalize().to_vec()).unwrap_or_default();
         let mut parts: Vec<&[u8]> = vec![b"POST /v1/files", &digest, filename.as_bytes()];
         for (name, value) in &fields {
             parts.extend([name.as_bytes(), value.as_bytes()]);
         }
-        // A repeat: its body is dropped uncommitted, and the first upload's file answers.
-        if let idempotency::Begin::Replay(file) =
-            idem.begin::<FileObject>(&st, &idempotency::fingerprint(parts)).await?
-        {
-            return Ok(Json(file));
-        }
-    }
-    let stored = store_file(&st, &caller, id, writer, filename, purpose, expires_after).await;
-    if let Some(idem) = &idem {
-        idem.finish(&st, &stored).await;
-    }
-    stored.map(Json)
+        idempotency::fingerprint(parts)
+    };
+    let store = store_file(&st, &caller, id, writer, filename.clone(), purpose, expires_after);
+    idempotency::once(&st, idem.as_ref(), request, store).await.map(Json)
 }
 
 /// The upload's `expires_after[anchor]` / `expires_after[seconds]` (OpenAI's expiry): seconds

@@ -6,6 +6,7 @@
 //! same key with a different request is a 409. A retry that arrives while the first request
 //! still runs waits for its answer (a few seconds at most).
 
+use std::future::Future;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -35,8 +36,27 @@ pub struct Key {
     key: String,
 }
 
+/// Runs `create` once per key: without a key it just runs; with one, a repeat of the same
+/// request (its fingerprint from `request`, computed only then) gets the first answer instead,
+/// and this run's answer is recorded (or, on an error, the key freed). `create` is not polled
+/// for a repeat: whatever it owns (an uncommitted upload) is dropped.
+pub async fn once<T: Serialize + DeserializeOwned>(
+    st: &AppState,
+    key: Option<&Key>,
+    request: impl FnOnce() -> String,
+    create: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(key) = key else { return create.await };
+    if let Begin::Replay(answer) = key.begin(st, &request()).await? {
+        return Ok(answer);
+    }
+    let answer = create.await;
+    key.finish(st, &answer).await;
+    answer
+}
+
 /// Whether to run the request or answer with the recorded answer.
-pub enum Begin<T> {
+enum Begin<T> {
     Run,
     Replay(T),
 }
@@ -60,7 +80,7 @@ impl Key {
 
     /// Reserves the key for a request with this fingerprint, or gives the answer recorded for
     /// it; waits while the same request runs elsewhere.
-    pub async fn begin<T: DeserializeOwned>(&self, st: &AppState, fingerprint: &str) -> Result<Begin<T>> {
+    async fn begin<T: DeserializeOwned>(&self, st: &AppState, fingerprint: &str) -> Result<Begin<T>> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let ttl = TTL.as_millis() as i64;
@@ -93,7 +113,7 @@ impl Key {
 
     /// Records the answer of the request that reserved the key; on an error, frees the key so
     /// that a retry runs again.
-    pub async fn finish<T: Serialize>(&self, st: &AppState, answer: &Result<T>) {
+    async fn finish<T: Serialize>(&self, st: &AppState, answer: &Result<T>) {
         let outcome = match answer {
             Ok(body) => {
                 let body = serde_json::to_string(body).expect("answers serialise");

@@ -81,20 +81,11 @@ pub async fn retry_batch(
     let req: RetryBatch =
         if body.iter().all(u8::is_ascii_whitespace) { RetryBatch::default() } else { parse_body(&body)? };
     let key = idempotency::Key::from_headers(&headers, &caller)?;
-    if let Some(key) = &key {
-        let request = idempotency::fingerprint([
-            format!("POST /v1/batches/{old_id}/retry").as_bytes(),
-            &[req.include_invalid_requests as u8],
-        ]);
-        if let idempotency::Begin::Replay(batch) = key.begin::<Batch>(&st, &request).await? {
-            return Ok(Json(batch));
-        }
-    }
-    let created = retry(&st, &caller, &old_id, &req).await;
-    if let Some(key) = &key {
-        key.finish(&st, &created).await;
-    }
-    created.map(Json)
+    let request = || {
+        let path = format!("POST /v1/batches/{old_id}/retry");
+        idempotency::fingerprint([path.as_bytes(), &[req.include_invalid_requests as u8]])
+    };
+    idempotency::once(&st, key.as_ref(), request, retry(&st, &caller, &old_id, &req)).await.map(Json)
 }
 
 async fn retry(
