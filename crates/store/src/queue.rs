@@ -131,6 +131,17 @@ impl SqlStore {
         format!("({} / 1000)", self.now())
     }
 
+    /// The condition on a `files` row that the collector may delete it: expired (database
+    /// time) and the input of no unfinished batch.
+    fn collectable(&self) -> String {
+        format!(
+            "files.expires_at IS NOT NULL AND files.expires_at <= {now_s}
+               AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.input_file_id = files.id AND b.status IN {open})",
+            now_s = self.now_s(),
+            open = open_statuses_sql()
+        )
+    }
+
     async fn begin(&self) -> Result<Transaction<'static, Any>> {
         Ok(self.pool.begin_with(self.dialect.begin()).await?)
     }
@@ -459,24 +470,13 @@ impl Store for SqlStore {
     }
 
     async fn expired_files(&self, limit: i64) -> Result<Vec<FileObject>> {
-        let sql = format!(
-            "SELECT * FROM files f WHERE f.expires_at IS NOT NULL AND f.expires_at <= {now_s}
-               AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.input_file_id = f.id AND b.status IN {open})
-             ORDER BY f.expires_at LIMIT $1",
-            now_s = self.now_s(),
-            open = open_statuses_sql()
-        );
+        let sql = format!("SELECT * FROM files WHERE {} ORDER BY expires_at LIMIT $1", self.collectable());
         let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(file_from_row).collect()
     }
 
     async fn delete_expired_file(&self, id: &FileId) -> Result<bool> {
-        let sql = format!(
-            "DELETE FROM files WHERE id = $1 AND expires_at IS NOT NULL AND expires_at <= {now_s}
-               AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.input_file_id = files.id AND b.status IN {open})",
-            now_s = self.now_s(),
-            open = open_statuses_sql()
-        );
+        let sql = format!("DELETE FROM files WHERE id = $1 AND {}", self.collectable());
         Ok(sqlx::query(&sql).bind(id.as_str()).execute(&self.pool).await?.rows_affected() == 1)
     }
 
