@@ -44,8 +44,6 @@ pub(crate) enum StopReason {
 /// A held chunk as the heartbeat and the dispatch tasks see it.
 pub(crate) struct ChunkState {
     pub lease: ChunkLease,
-    completed: AtomicI64,
-    failed: AtomicI64,
     /// Requests that failed after every retry (reported as one error per chunk).
     gave_up: AtomicI64,
     /// Lines not yet on the wire (they count in the worker's backlog).
@@ -66,8 +64,6 @@ impl ChunkState {
         let answered = lease.checkpoint.done.len();
         Arc::new(ChunkState {
             lease: lease.clone(),
-            completed: AtomicI64::new(lease.checkpoint.completed),
-            failed: AtomicI64::new(lease.checkpoint.failed),
             gave_up: AtomicI64::new(0),
             undispatched: AtomicI64::new(lease.chunk.line_count - answered as i64),
             stop: watch::channel(None).0,
@@ -176,10 +172,10 @@ pub(crate) async fn process(s: Arc<Shared>, lease: ChunkLease, state: Arc<ChunkS
     let started = std::time::Instant::now();
     let m = metrics();
     let outcome = match run(&s, &lease, &state).await {
-        Ok(true) => {
+        Ok(Some(done)) => {
             info!(
-                completed = state.completed.load(Ordering::Relaxed),
-                failed = state.failed.load(Ordering::Relaxed),
+                completed = done.completed,
+                failed = done.failed,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "chunk completed"
             );
@@ -192,8 +188,8 @@ pub(crate) async fn process(s: Arc<Shared>, lease: ChunkLease, state: Arc<ChunkS
             }
             "completed"
         }
-        Ok(false) if state.reason() == Some(StopReason::Release) => "released",
-        Ok(false) => {
+        Ok(None) if state.reason() == Some(StopReason::Release) => "released",
+        Ok(None) => {
             warn!(reason = ?state.reason(), "chunk not completed; another worker will take it");
             "lost"
         }
@@ -232,7 +228,13 @@ fn split_lines(data: &Bytes, first_is_file_start: bool) -> Result<Vec<(String, B
     Ok(out)
 }
 
-async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vllm_batch_store::Result<bool> {
+/// The chunk's final checkpoint when this holder completed it; `None` when it stopped (lost or
+/// handed back) or another holder took it.
+async fn run(
+    s: &Arc<Shared>,
+    lease: &ChunkLease,
+    state: &Arc<ChunkState>,
+) -> vllm_batch_store::Result<Option<Checkpoint>> {
     let c = &lease.chunk;
     let data = s.files.read_range(&file_key(&lease.input_file_id), c.byte_start as u64, c.byte_end as u64).await?;
     let lines = split_lines(&Bytes::from(data), c.first_line == 1).map_err(vllm_batch_store::StoreError::Corrupt)?;
@@ -262,12 +264,10 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
             let part = match send(&s, &state, body).await {
                 Outcome::Success(UpstreamResponse { status, request_id, body }) => {
                     throughput().record(add_usage(&mut usage, &body));
-                    state.completed.fetch_add(1, Ordering::Relaxed);
                     let raw: &RawValue = serde_json::from_slice(&body).expect("checked to be JSON");
                     Part::Out(output_line(&custom_id, status, &request_id, raw))
                 }
                 Outcome::Failure { code, message, response } => {
-                    state.failed.fetch_add(1, Ordering::Relaxed);
                     if code == "upstream_error" {
                         state.gave_up.fetch_add(1, Ordering::Relaxed);
                     }
@@ -277,28 +277,22 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
                     });
                     Part::Err(error_line(&custom_id, resp, LineFailure { code, message: &message }))
                 }
-                Outcome::Stopped(StopReason::Cancelled) => {
-                    state.failed.fetch_add(1, Ordering::Relaxed);
-                    Part::Err(error_line(
-                        &custom_id,
-                        None,
-                        LineFailure {
-                            code: "batch_cancelled",
-                            message: "The batch was cancelled before this request was sent.",
-                        },
-                    ))
-                }
-                Outcome::Stopped(StopReason::Expired) => {
-                    state.failed.fetch_add(1, Ordering::Relaxed);
-                    Part::Err(error_line(
-                        &custom_id,
-                        None,
-                        LineFailure {
-                            code: "batch_expired",
-                            message: "The batch expired before this request was completed.",
-                        },
-                    ))
-                }
+                Outcome::Stopped(StopReason::Cancelled) => Part::Err(error_line(
+                    &custom_id,
+                    None,
+                    LineFailure {
+                        code: "batch_cancelled",
+                        message: "The batch was cancelled before this request was sent.",
+                    },
+                )),
+                Outcome::Stopped(StopReason::Expired) => Part::Err(error_line(
+                    &custom_id,
+                    None,
+                    LineFailure {
+                        code: "batch_expired",
+                        message: "The batch expired before this request was completed.",
+                    },
+                )),
                 Outcome::Stopped(StopReason::Lost | StopReason::Release) => return,
             };
             let _ = tx.send(Answered { offset, part, usage }).await;
@@ -315,7 +309,7 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
     drop(tx);
     if matches!(state.reason(), Some(StopReason::Lost | StopReason::Release)) {
         writer.abort();
-        return Ok(false);
+        return Ok(None);
     }
     // Every answer is in the channel: the last checkpoint commits the rest.
     let (reply, last) = oneshot::channel();
@@ -343,7 +337,7 @@ async fn run(s: &Arc<Shared>, lease: &ChunkLease, state: &Arc<ChunkState>) -> vl
         m.tokens_generated.inc_by(done.usage.output_tokens as u64);
         m.prompt_tokens.inc_by(done.usage.input_tokens as u64);
     }
-    Ok(fenced.applied())
+    Ok(fenced.applied().then_some(done))
 }
 
 /// Records the finished chunk, retrying while the database is unreachable (a partition or a

@@ -42,7 +42,7 @@ pub(crate) async fn run_loop(s: Arc<Shared>, shutdown: CancellationToken) {
 }
 
 async fn turn(s: Arc<Shared>) -> Turn {
-    let job = match s.store.claim_finalization(&s.config.worker_id, s.config.lease_ms()).await {
+    let mut job = match s.store.claim_finalization(&s.config.worker_id, s.config.lease_ms()).await {
         Ok(Some(job)) => job,
         Ok(None) => return Turn::Idle,
         Err(e) => {
@@ -50,6 +50,10 @@ async fn turn(s: Arc<Shared>) -> Turn {
             return Turn::Idle;
         }
     };
+    // Without the batch's own `output_expires_after`, its files keep the server's retention.
+    if job.output_expires_at.is_none() {
+        job.output_expires_at = s.config.file_retention.map(|r| unix_now() + r.as_secs() as i64);
+    }
     let span = tracing::info_span!("finalize", batch_id = %job.job.batch_id);
     match finalize(&s, &job).instrument(span.clone()).await {
         Ok(Fenced::Applied) => span.in_scope(|| info!(mode = ?job.mode, "batch finalized")),
@@ -156,12 +160,7 @@ async fn finalize(s: &Shared, job: &FinalizeJob) -> Result<Fenced, StoreError> {
     }
     outcome.output_bytes = out.finish().await?;
     outcome.error_bytes = err.finish().await?;
-    // Without the batch's own `output_expires_after`, its files keep the server's retention.
-    let mut job = job.clone();
-    if job.output_expires_at.is_none() {
-        job.output_expires_at = s.config.file_retention.map(|r| unix_now() + r.as_secs() as i64);
-    }
-    let done = s.store.finish_finalization(&job, &outcome).await?;
+    let done = s.store.finish_finalization(job, &outcome).await?;
     if done.applied() {
         record_end(job.mode, job.created_at, &outcome);
         if let Err(e) = s.files.delete_prefix(&format!("parts/{batch}")).await {
