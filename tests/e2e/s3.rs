@@ -249,8 +249,65 @@ async fn an_abandoned_upload_is_aborted() {
     drop(conn);
 
     eventually("the upload is aborted", || async { s3.uploads_in_progress() == 0 }).await;
-    assert_eq!(s3.keys().await, Vec::<String>::new(), "nothing stored under any key");
+    // Its marker (`uploads/…`) goes right after the abort.
+    eventually("nothing stored under any key", || async { s3.keys().await.is_empty() }).await;
     assert_eq!(app.client.get("/v1/files").await.body["data"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_aborts_the_multipart_upload_of_a_killed_server() {
+    let Some(s3) = S3Server::start() else { return };
+    let sim = default_sim().await;
+    let mut app = s3.serve(&sim, &["--gc-interval", "300ms"]);
+
+    // An upload of more than one part is under way when the server is killed: S3 keeps the
+    // parts of an upload nobody completes or aborts (and bills them), invisible to listings.
+    let addr = app.proc.base.as_deref().unwrap().trim_start_matches("http://").to_string();
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    let boundary = "s3-test-boundary";
+    let head = format!(
+        "POST /v1/files HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: 100000000\r\n\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n\
+         batch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(chat_lines_with(12, |_| format!(" {}", "y".repeat(PART_SIZE / 10))).as_bytes()).await.unwrap();
+    conn.flush().await.unwrap();
+    let marker_prefix = format!("{PREFIX}/uploads/");
+    eventually("the upload and its marker are in the bucket", || async {
+        s3.uploads_in_progress() == 1 && s3.keys().await.iter().any(|k| k.starts_with(&marker_prefix))
+    })
+    .await;
+    app.proc.kill9();
+    drop(conn);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s3.uploads_in_progress(), 1, "nobody aborted it: its process is dead");
+    let markers = s3.keys().await;
+    assert_eq!(markers.len(), 1, "{markers:?}");
+
+    // A fresh server's collector leaves an upload younger than a day alone…
+    let upstream = sim.base_url();
+    let url = s3.object_store_url();
+    let mut args = vec!["--upstream", &upstream, "--object-store", &url, "--s3-endpoint", &s3.endpoint];
+    args.extend_from_slice(FAST);
+    args.extend_from_slice(&["--gc-interval", "300ms"]);
+    let restarted = Proc::start_with_env("serve", app.dir.path(), &args, &credentials(SECRET_KEY));
+    let c = restarted.client();
+    eventually("a collector pass ran", || async {
+        let page = reqwest::get(c.url("/metrics")).await.unwrap().text().await.unwrap();
+        sample(&page, "vllm_gc_last_run_timestamp_seconds").unwrap_or(0.0) > 0.0
+    })
+    .await;
+    assert_eq!(s3.uploads_in_progress(), 1);
+    // …and aborts it once its marker has sat idle for more than a day (s3s-fs reports a file's
+    // modification time as the object's).
+    let marker = s3.root.path().join(BUCKET).join(&markers[0]);
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    std::fs::File::options().write(true).open(&marker).unwrap().set_modified(two_days_ago).unwrap();
+    eventually("the abandoned upload is aborted", || async { s3.uploads_in_progress() == 0 }).await;
+    eventually("its marker is gone", || async { s3.keys().await.is_empty() }).await;
+    let page = reqwest::get(c.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&page, "vllm_gc_deleted_total{kind=\"upload\"}"), Some(1.0), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,7 +215,12 @@ async fn create(st: &AppState, caller: &Principal, req: CreateBatch) -> Result<B
     if let Some(owner) = &caller.owner {
         check_open_batches(st, owner).await?;
     }
-    let batch = st.store.insert_batch(&new).await?;
+    // The file may have expired (or been deleted) since it was read above.
+    let batch = st
+        .store
+        .insert_batch(&new)
+        .await?
+        .ok_or_else(|| Error::NotFound { kind: "File", id: new.input_file_id.to_string() })?;
     tracing::info!(batch_id = %batch.id, "batch created");
     st.wake.notify_waiters();
     Ok(batch)

@@ -46,6 +46,9 @@ pub enum Error {
     /// 405: the path exists, the method does not.
     #[error("Method {method} is not allowed for {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// 507: the server keeps too little free space to store what was sent.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// 502: the upstream did not answer.
     #[error("{0}")]
     Upstream(String),
@@ -69,6 +72,9 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => Error::Conflict(m),
+            StoreError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                Error::InsufficientStorage("The server's storage is full; try again later.".into())
+            }
             other => Error::Internal(other.to_string()),
         }
     }
@@ -104,6 +110,9 @@ impl IntoResponse for Error {
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "invalid_request_error", None, Some("forbidden".into())),
             Error::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", None, Some("method_not_allowed".into()))
+            }
+            Error::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "server_error", None, Some("insufficient_storage".into()))
             }
             Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error", None, None),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, None),

@@ -158,11 +158,19 @@ struct UploadForm {
         (status = 408, description = "The upload stalled (no bytes for --body-idle-timeout)", body = ErrorEnvelope),
         (status = 409, description = "The `Idempotency-Key` was used for a different upload, or its first upload is still being stored", body = ErrorEnvelope),
         (status = 413, description = "The file is larger than the server accepts", body = ErrorEnvelope),
+        (status = 507, description = "The server keeps too little free space to store it (`--min-free-disk`); try later", body = ErrorEnvelope),
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     )
 )]
 async fn upload_file(State(st): State<AppState>, caller: Principal, req: Request) -> Result<Json<FileObject>> {
     let idem = idempotency::Key::from_headers(req.headers(), &caller)?;
+    // Refused before a byte is stored when it would leave the data folder under its margin (a
+    // body without a length is checked as it arrives: a full volume answers 507 too).
+    let announced =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
+    if let Some(why) = st.disk.shortfall(announced) {
+        return Err(Error::InsufficientStorage(format!("Cannot store this upload now: {why}.")));
+    }
     // With an Idempotency-Key, the request's fingerprint: its fields and its content's digest.
     let mut content = idem.as_ref().map(|_| Sha256::new());
     let mut fields: Vec<(String, String)> = Vec::new();

@@ -214,8 +214,9 @@ async fn verbose_health(State(st): State<AppState>) -> Json<Value> {
 
 /// Readiness.
 ///
-/// The database answers and the file store takes writes. Upstreams are reported, and do not
-/// decide readiness: while one is down, batches wait for it and the API still serves.
+/// The database answers, the file store takes writes, and the data folder has more free space
+/// than `--min-free-disk`. Upstreams are reported, and do not decide readiness: while one is
+/// down, batches wait for it and the API still serves.
 #[utoipa::path(
     get,
     path = "/ready",
@@ -240,6 +241,7 @@ async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     record("database".into(), st.store.ping().await.map_err(|e| e.to_string()));
     record("file_store".into(), st.files.check_writable().await.map_err(|e| e.to_string()));
+    record("disk".into(), st.disk.shortfall(0).map_or(Ok(()), Err));
     let upstreams = upstream_statuses(&st).await;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (

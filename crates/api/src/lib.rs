@@ -78,6 +78,9 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// Recent `GET /v1/batches/{id}` answers (100 ms), so that polling clients cost little.
     pub batch_cache: Arc<cache::BatchCache>,
+    /// The data folder's free-space guard: uploads that would cross its margin get a 507, and
+    /// `/ready` fails under it.
+    pub disk: vllm_batch_store::DiskGuard,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -126,7 +126,7 @@ async fn retry(
     let input: FileId = old.input_file_id.parse().map_err(|_| Error::Internal("stored input file id".into()))?;
     if st.store.get_file(&input, None).await?.is_none() {
         return Err(Error::Conflict(format!(
-            "The input file {input} of batch {old_id} was deleted, so its lines cannot be sent again"
+            "The input file {input} of batch {old_id} was deleted or has expired, so its lines cannot be sent again"
         )));
     }
     let endpoint = old.endpoint.parse().map_err(Error::Internal)?;
@@ -153,7 +153,12 @@ async fn retry(
         created_at: unix_now(),
         owner: caller.owner.clone(),
     };
-    let batch = st.store.insert_batch(&new).await?;
+    let batch = st.store.insert_batch(&new).await?.ok_or_else(|| {
+        Error::Conflict(format!(
+            "The input file {} of the retry was deleted before its batch was created",
+            new.input_file_id
+        ))
+    })?;
     tracing::info!(batch_id = %batch.id, retry_of = %old_id, lines = wanted.len(), "batch retry created");
     st.wake.notify_waiters();
     Ok(batch)

@@ -104,6 +104,12 @@ pub struct StorageArgs {
     /// deletes them; `0` keeps them until deleted. OpenAI keeps them 30 days.
     #[arg(long, env = "VLLM_BATCH_FILE_RETENTION", default_value = "30d", value_parser = retention, global = true)]
     pub file_retention: Retention,
+    /// Free space kept on the data folder's volume, as a size (`2GiB`, `500MB`) or a share
+    /// (`5%`); `0` turns the guard off. Under it `/ready` fails, uploads get 507, and workers
+    /// claim no chunk or finalization until space returns. Enforced when the folder holds file
+    /// bodies or the SQLite database.
+    #[arg(long, env = "VLLM_BATCH_MIN_FREE_DISK", default_value = "1GiB", global = true)]
+    pub min_free_disk: vllm_batch_store::MinFree,
     #[command(flatten)]
     pub pool: PoolArgs,
     #[command(flatten)]
@@ -144,6 +150,14 @@ impl PoolArgs {
 }
 
 impl StorageArgs {
+    /// The data folder's free-space guard: enforced when bodies or the SQLite database live
+    /// there; otherwise it only reports readings.
+    pub fn disk_guard(&self) -> vllm_batch_store::DiskGuard {
+        let local_bodies = self.file_store().object_store.is_none();
+        let local_db = self.database_url().starts_with("sqlite:");
+        vllm_batch_store::DiskGuard::new(&self.data_dir, self.min_free_disk, local_bodies || local_db)
+    }
+
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()

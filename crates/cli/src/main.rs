@@ -6,7 +6,7 @@ mod args;
 mod client;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -45,6 +45,7 @@ async fn main() -> Result<()> {
             let wake = Arc::new(Notify::new());
             let shutdown = shutdown_signal();
             let gpus = gpu_sampler(&observe, &shutdown);
+            tokio::spawn(disk_sampler(storage.disk_guard(), shutdown.clone()));
             let worker = Worker::new(
                 store.clone(),
                 files.clone(),
@@ -66,6 +67,7 @@ async fn main() -> Result<()> {
             let upstreams = upstreams(&upstream)?;
             let shutdown = shutdown_signal();
             let gpus = gpu_sampler(&observe, &shutdown);
+            tokio::spawn(disk_sampler(storage.disk_guard(), shutdown.clone()));
             let st = state((store, files), upstreams, &http, &storage, Arc::new(Notify::new()), gpus, &observe);
             serve_api(&http, st, shutdown).await
         }
@@ -74,6 +76,7 @@ async fn main() -> Result<()> {
             let (store, files) = open_storage(&storage, Schema::Require).await?;
             let shutdown = shutdown_signal();
             let _gpus = gpu_sampler(&observe, &shutdown);
+            tokio::spawn(disk_sampler(storage.disk_guard(), shutdown.clone()));
             let endpoint = serve_worker_metrics(&metrics, observe.metrics_token.clone(), shutdown.clone()).await?;
             let worker = Worker::new(
                 store,
@@ -192,6 +195,28 @@ fn gpu_sampler(observe: &ObserveArgs, shutdown: &CancellationToken) -> GpuSample
     }
 }
 
+/// Keeps `vllm_disk_free_bytes`, `vllm_disk_total_bytes` and `vllm_disk_min_free_bytes` current
+/// (every 5 s; the guard itself reads the volume afresh at each check).
+async fn disk_sampler(guard: vllm_batch_store::DiskGuard, shutdown: CancellationToken) {
+    let m = vllm_batch_metrics::metrics();
+    loop {
+        match guard.space() {
+            Ok(space) => {
+                m.disk_free.set(space.free as f64);
+                m.disk_total.set(space.total as f64);
+                m.disk_min_free.set(space.min_free as f64);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, path = %guard.path().display(), "cannot read the data folder's volume")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
 /// Opens the database the URL names (creating the data folder the default SQLite file lives in).
 async fn connect(storage: &StorageArgs) -> Result<Arc<dyn Store>> {
     let url = storage.database_url();
@@ -263,6 +288,7 @@ fn state(
         prometheus_url: observe.prometheus_url.clone(),
         auth: Arc::new(auth),
         batch_cache: Arc::default(),
+        disk: storage.disk_guard(),
     }
 }
 
@@ -294,6 +320,17 @@ fn worker_config(w: &WorkerArgs, storage: &StorageArgs) -> WorkerConfig {
         scratch_dir: storage.data_dir.clone(),
         file_retention: storage.file_retention.0,
         gc_interval: w.gc_interval,
+        disk: storage.disk_guard(),
+        // Test hooks: a shorter age for abandoned uploads, a pause per object collected.
+        gc_abandoned_after: std::env::var("VLLM_BATCH_TEST_ABANDONED_UPLOAD_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs),
+        gc_step_delay: std::env::var("VLLM_BATCH_TEST_GC_STEP_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default(),
     }
 }
 

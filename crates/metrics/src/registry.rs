@@ -62,10 +62,19 @@ pub struct Metrics {
     pub errors: IntCounterVec,
 
     // Garbage collector.
-    /// `vllm_gc_deleted_total{kind}`: what the collector removed (`file`: an expired file).
+    /// `vllm_gc_deleted_total{kind}`: what the collector removed (`file`: an expired file;
+    /// `part`: a part segment nothing will read; `upload`: an upload its process abandoned).
     pub gc_deleted: IntCounterVec,
     /// `vllm_gc_last_run_timestamp_seconds`: when a collector pass last finished (0: never).
     pub gc_last_run: Gauge,
+    /// `vllm_storage_bytes{kind}`: stored bytes (`input`, `output`, `parts`, `other`), as the
+    /// collector's last pass measured them.
+    pub storage_bytes: GaugeVec,
+    /// `vllm_disk_free_bytes`, `vllm_disk_total_bytes`: the data folder's volume;
+    /// `vllm_disk_min_free_bytes`: the margin `--min-free-disk` keeps (0: not enforced).
+    pub disk_free: Gauge,
+    pub disk_total: Gauge,
+    pub disk_min_free: Gauge,
 
     // Worker.
     pub worker_status: IntGaugeVec,
@@ -210,6 +219,25 @@ impl Metrics {
                 Gauge::new("vllm_gc_last_run_timestamp_seconds", "Unix time the last garbage-collector pass finished")
                     .unwrap(),
             ),
+            storage_bytes: gauge_vec(
+                &r,
+                "vllm_storage_bytes",
+                "Stored bytes by kind (input, output, parts, other), as of the last garbage-collector pass",
+                &["kind"],
+            ),
+            disk_free: register(
+                &r,
+                Gauge::new("vllm_disk_free_bytes", "Free bytes on the data folder's volume").unwrap(),
+            ),
+            disk_total: register(&r, Gauge::new("vllm_disk_total_bytes", "Size of the data folder's volume").unwrap()),
+            disk_min_free: register(
+                &r,
+                Gauge::new(
+                    "vllm_disk_min_free_bytes",
+                    "Free bytes the server keeps on the data folder (--min-free-disk)",
+                )
+                .unwrap(),
+            ),
             worker_status: int_gauge_vec(&r, "vllm_worker_status", "Worker state: 1 up, 0 draining", &["worker"]),
             worker_heartbeat: gauge_vec(
                 &r,
@@ -319,6 +347,9 @@ impl Metrics {
         for kind in GC_KINDS {
             m.gc_deleted.with_label_values(&[kind]);
         }
+        for kind in STORAGE_KINDS {
+            m.storage_bytes.with_label_values(&[kind]);
+        }
         // The API families: the scrape that reads them is itself a request, counted once it has
         // been answered — so the first scrape would lack them.
         m.http_requests.with_label_values(&["GET", "/metrics", "200"]);
@@ -349,10 +380,11 @@ pub const ERROR_TYPES: [&str; 4] = ["api", "upstream", "chunk", "finalize"];
 pub const API_ERROR_TYPES: [&str; 4] = ["invalid_request_error", "requests", "upstream_error", "server_error"];
 /// The `class` label values of `vllm_upstream_errors_total`.
 pub const UPSTREAM_ERROR_CLASSES: [&str; 5] = ["4xx", "5xx", "connect", "timeout", "body"];
-/// The `reason` label values of `vllm_upstream_retries_total`.
 /// The `kind` label values of `vllm_gc_deleted_total`.
-pub const GC_KINDS: [&str; 1] = ["file"];
-
+pub const GC_KINDS: [&str; 3] = ["file", "part", "upload"];
+/// The `kind` label values of `vllm_storage_bytes`.
+pub const STORAGE_KINDS: [&str; 4] = ["input", "output", "parts", "other"];
+/// The `reason` label values of `vllm_upstream_retries_total`.
 pub const RETRY_REASONS: [&str; 6] = ["status_408", "status_429", "status_5xx", "connect", "timeout", "body"];
 
 /// Sets the per-upstream series for upstreams `0..n` (up, 0 s down, no outage yet), so they

@@ -7,6 +7,7 @@
 //! object-store backend slots in without touching them.
 
 pub mod blob;
+pub mod disk;
 pub mod error;
 pub mod lines;
 pub mod location;
@@ -21,7 +22,8 @@ mod sqlite;
 use async_trait::async_trait;
 use vllm_batch_core::{Batch, BatchId, FileId, FileObject};
 
-pub use blob::{BlobWriter, FileStore, LocalFileStore};
+pub use blob::{BlobMeta, BlobWriter, FileStore, LocalFileStore};
+pub use disk::{DiskGuard, MinFree};
 pub use error::StoreError;
 pub use lines::LineReader;
 pub use location::{open_file_store, FileStoreConfig, S3Options};
@@ -65,7 +67,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_file(&self, id: &FileId, scope: Scope<'_>) -> Result<bool>;
 
     // --- batches -----------------------------------------------------------------------------
-    async fn insert_batch(&self, batch: &NewBatch) -> Result<Batch>;
+    /// Inserts a batch, unless its input file does not exist or has expired (database time):
+    /// then `None`.
+    async fn insert_batch(&self, batch: &NewBatch) -> Result<Option<Batch>>;
     async fn get_batch(&self, id: &BatchId, scope: Scope<'_>) -> Result<Option<Batch>>;
     async fn list_batches(&self, after: Option<&BatchId>, limit: i64, scope: Scope<'_>) -> Result<Page<Batch>>;
     /// Batches of `owner` that have not ended.
@@ -99,6 +103,13 @@ pub trait Store: Send + Sync + 'static {
     async fn expired_files(&self, limit: i64) -> Result<Vec<FileObject>>;
     /// Deletes the row of a file that is (still) expired and read by no unfinished batch.
     async fn delete_expired_file(&self, id: &FileId) -> Result<bool>;
+    /// The chunks of a batch that has not ended, with their fences and checkpointed parts;
+    /// `None` when the batch does not exist or has ended (finalization has read its parts).
+    async fn chunk_parts(&self, batch: &BatchId) -> Result<Option<Vec<ChunkParts>>>;
+    /// Which of these file ids have a row (the collector's test for bodies whose row is gone).
+    async fn existing_files(&self, ids: &[String]) -> Result<Vec<String>>;
+    /// Bytes of the stored files per purpose (expired ones not yet collected included).
+    async fn file_bytes(&self) -> Result<Vec<(String, i64)>>;
 
     // --- idempotency keys --------------------------------------------------------------------
     /// Reserves `key` of `owner` for a request whose fingerprint is `request_hash`, or says why

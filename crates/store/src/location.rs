@@ -9,10 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::client::{HttpClient, HttpConnector};
-use object_store::prefix::PrefixStore;
-use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ClientOptions, RetryConfig};
 
 use crate::blob::{FileStore, LocalFileStore};
 use crate::object::ObjectFileStore;
@@ -84,13 +83,13 @@ pub async fn open_file_store(config: &FileStoreConfig) -> Result<Arc<dyn FileSto
         return Ok(Arc::new(local.map_err(|e| StoreError::Config(format!("{config}: {e}")))?));
     };
     let location = S3Location::parse(url)?;
-    let store =
-        ObjectFileStore::new(s3(&location, &config.s3).map_err(|e| StoreError::Config(format!("{config}: {e}")))?);
+    let bucket = s3(&location, &config.s3).map_err(|e| StoreError::Config(format!("{config}: {e}")))?;
+    let store = ObjectFileStore::new(Arc::new(bucket), location.prefix.as_deref());
     store.check_writable().await.map_err(|e| StoreError::Config(format!("{config} failed a probe write: {e}")))?;
     Ok(Arc::new(store))
 }
 
-fn s3(location: &S3Location, options: &S3Options) -> object_store::Result<Arc<dyn ObjectStore>> {
+fn s3(location: &S3Location, options: &S3Options) -> object_store::Result<AmazonS3> {
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&location.bucket)
         .with_virtual_hosted_style_request(options.virtual_hosted_style)
@@ -103,11 +102,7 @@ fn s3(location: &S3Location, options: &S3Options) -> object_store::Result<Arc<dy
     if let Some(region) = &options.region {
         builder = builder.with_region(region);
     }
-    let s3 = builder.build()?;
-    Ok(match &location.prefix {
-        Some(prefix) => Arc::new(PrefixStore::new(s3, prefix.as_str())),
-        None => Arc::new(s3),
-    })
+    builder.build()
 }
 
 /// Time to open a connection to the store.

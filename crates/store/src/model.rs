@@ -95,6 +95,17 @@ pub struct QueueStats {
     pub queue_depth: i64,
 }
 
+/// What the collector needs to tell a running batch's live part segments from garbage.
+#[derive(Debug, Clone)]
+pub struct ChunkParts {
+    pub idx: i64,
+    /// The chunk's current fence: segments written under an older one that its checkpoint
+    /// does not list were left by a holder that lost the chunk, and nothing will ever read them.
+    pub fence: i64,
+    /// The part keys its checkpoint lists (read by the next holder and by finalization).
+    pub parts: Vec<String>,
+}
+
 /// A chunk claimed by a worker: its lines, the batch's context and the fence of this claim.
 #[derive(Debug, Clone)]
 pub struct ChunkLease {
@@ -354,6 +365,19 @@ pub fn part_key(batch: &BatchId, idx: i64, fence: i64, kind: &str) -> String {
 /// each checkpoint commits one.
 pub fn segment_key(batch: &BatchId, idx: i64, fence: i64, seg: u32, kind: &str) -> String {
     format!("parts/{batch}/{idx:08}-{fence}-{seg:04}.{kind}.jsonl")
+}
+
+/// The chunk index and fence a segment key (`segment_key`) names, or `None` for any other key
+/// (the pre-checkpoint `part_key` form included).
+pub fn parse_segment_key(key: &str) -> Option<(i64, i64)> {
+    let name = key.rsplit('/').next()?;
+    let stem = name.split('.').next()?;
+    let mut fields = stem.split('-');
+    let (idx, fence, seg) = (fields.next()?, fields.next()?, fields.next()?);
+    if fields.next().is_some() || seg.parse::<u32>().is_err() {
+        return None;
+    }
+    Some((idx.parse().ok()?, fence.parse().ok()?))
 }
 
 /// Database connection pool settings (`--db-*` flags).

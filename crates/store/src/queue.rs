@@ -372,14 +372,19 @@ impl Store for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn insert_batch(&self, b: &NewBatch) -> Result<Batch> {
+    async fn insert_batch(&self, b: &NewBatch) -> Result<Option<Batch>> {
         let metadata = b.metadata.as_ref().map(|m| serde_json::to_string(m).expect("metadata serialises"));
-        sqlx::query(
+        // Only while the input file exists and has not expired (database time), decided in the
+        // statement itself: the collector removes a file only once it is expired and no open
+        // batch reads it, so a batch never starts on a file being collected.
+        let inserted = sqlx::query(&format!(
             "INSERT INTO batches (id, endpoint, input_file_id, completion_window, status,
                  planned_output_file_id, planned_error_file_id, output_expires_after, metadata,
                  created_at, expires_at, owner)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+             WHERE EXISTS (SELECT 1 FROM files WHERE id = $3 AND (expires_at IS NULL OR expires_at > {}))",
+            self.now_s()
+        ))
         .bind(b.id.as_str())
         .bind(b.endpoint.as_str())
         .bind(b.input_file_id.as_str())
@@ -394,9 +399,11 @@ impl Store for SqlStore {
         .bind(b.owner.as_deref())
         .execute(&self.pool)
         .await?;
-        self.fetch_batch(b.id.as_str(), None)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("inserted batch vanished".into()))
+        if inserted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let batch = self.fetch_batch(b.id.as_str(), None).await?;
+        batch.ok_or_else(|| StoreError::Corrupt("inserted batch vanished".into())).map(Some)
     }
 
     async fn get_batch(&self, id: &BatchId, scope: Scope<'_>) -> Result<Option<Batch>> {
@@ -478,6 +485,48 @@ impl Store for SqlStore {
     async fn delete_expired_file(&self, id: &FileId) -> Result<bool> {
         let sql = format!("DELETE FROM files WHERE id = $1 AND {}", self.collectable());
         Ok(sqlx::query(&sql).bind(id.as_str()).execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn chunk_parts(&self, batch: &BatchId) -> Result<Option<Vec<ChunkParts>>> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM batches WHERE id = $1")
+            .bind(batch.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(status) = status else { return Ok(None) };
+        if status.parse::<BatchStatus>().map_err(StoreError::Corrupt)?.is_terminal() {
+            return Ok(None);
+        }
+        let rows: Vec<(i64, i64, Option<String>)> =
+            sqlx::query_as("SELECT idx, fence, checkpoint FROM chunks WHERE batch_id = $1 ORDER BY idx")
+                .bind(batch.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        let chunks = rows
+            .into_iter()
+            .map(|(idx, fence, checkpoint)| {
+                Ok(ChunkParts { idx, fence, parts: Checkpoint::from_column(checkpoint.as_deref())?.parts })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(chunks))
+    }
+
+    async fn existing_files(&self, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT id FROM files WHERE id IN ({})", marks.join(", "));
+        let mut query = sqlx::query_scalar(&sql);
+        for id in ids {
+            query = query.bind(id);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    async fn file_bytes(&self) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as("SELECT purpose, CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM files GROUP BY purpose")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn idempotency_begin(

@@ -64,25 +64,30 @@ async fn new_batch(store: &dyn Store, file: FileId) -> BatchId {
         created_at: unix_now(),
         owner: None,
     };
-    store.insert_batch(&new).await.unwrap();
+    store.insert_batch(&new).await.unwrap().expect("the input file exists");
     id
 }
 
-/// A batch in progress with `chunks` chunks of 10 lines each.
-async fn running_batch(store: &dyn Store, chunks: i64) -> BatchId {
-    let file = FileId::generate();
+/// A file row of purpose `batch`, expiring at `expires_at` (Unix seconds).
+async fn input_file(store: &dyn Store, expires_at: Option<i64>) -> FileId {
     let f = FileObject {
-        id: file.to_string(),
+        id: FileId::generate().to_string(),
         object: "file".into(),
         bytes: 100,
         created_at: unix_now(),
-        expires_at: None,
+        expires_at,
         filename: "in.jsonl".into(),
         purpose: "batch".into(),
         status: "processed".into(),
         status_details: None,
     };
     store.insert_file(&f, None).await.unwrap();
+    f.id.parse().unwrap()
+}
+
+/// A batch in progress with `chunks` chunks of 10 lines each.
+async fn running_batch(store: &dyn Store, chunks: i64) -> BatchId {
+    let file = input_file(store, None).await;
     let id = new_batch(store, file).await;
     let job = loop {
         // Other batches of the same store may be validating: take ours.
@@ -238,7 +243,7 @@ async fn two_finalization_claims_one_wins(store: &dyn Store) {
 
 async fn cancel_racing_validation(store: &dyn Store) {
     // Cancel while validating: cancelled at once, and the validator's result is dropped.
-    let id = new_batch(store, FileId::generate()).await;
+    let id = new_batch(store, input_file(store, None).await).await;
     let job = loop {
         let job = store.claim_validation("v", LEASE_MS).await.unwrap().expect("a batch to validate");
         if job.batch_id == id {
@@ -380,11 +385,26 @@ async fn expiry_and_the_collectors_lease_on(store: &dyn Store) {
     // Expiry is decided on the database's clock: a process clock 5 minutes behind changes nothing.
     let _clock = CLOCK.lock().await;
     let (gone, kept, forever) = (file(Some(unix_now() - 5)), file(Some(unix_now() + 3600)), file(None));
-    let read_by_batch = file(Some(unix_now() - 5));
+    let read_by_batch = file(Some(unix_now() + 2));
     for f in [&gone, &kept, &forever, &read_by_batch] {
         store.insert_file(f, None).await.unwrap();
     }
+    // A batch starts only on a file that has not expired; this one expires while it runs.
     let batch = new_batch(store, read_by_batch.id.parse().unwrap()).await;
+    let refused = NewBatch {
+        id: BatchId::generate(),
+        endpoint: "/v1/chat/completions".parse().unwrap(),
+        input_file_id: gone.id.parse().unwrap(),
+        completion_window: "24h".parse().unwrap(),
+        metadata: None,
+        output_expires_after: None,
+        created_at: unix_now(),
+        owner: None,
+    };
+    assert!(store.insert_batch(&refused).await.unwrap().is_none(), "a batch on an expired file");
+    let missing = NewBatch { id: BatchId::generate(), input_file_id: FileId::generate(), ..refused };
+    assert!(store.insert_batch(&missing).await.unwrap().is_none(), "a batch on a missing file");
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     set_offset_ms(-5 * 60 * 1000);
     let seen = store.get_file(&gone.id.parse().unwrap(), None).await;
     set_offset_ms(0);
@@ -419,4 +439,50 @@ async fn expiry_and_the_collectors_lease_on(store: &dyn Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_expire_on_the_database_clock_and_one_collector_runs_at_a_time() {
     on_every_backend(|s| async move { expiry_and_the_collectors_lease_on(s.as_ref()).await }).await;
+}
+
+/// What the collector reads to tell live part segments from garbage: each chunk's current fence
+/// and checkpointed parts while the batch runs, nothing once it has ended or for no batch.
+async fn chunk_parts_on(store: &dyn Store) {
+    let batch = running_batch(store, 2).await;
+    let lease = loop {
+        let l = store.claim_chunk("w", LEASE_MS).await.unwrap().expect("a chunk");
+        if l.batch_id == batch {
+            break l;
+        }
+    };
+    assert_eq!(
+        store.heartbeat(&[beat(&lease, Some(checkpoint(&[1, 2], 0)))], LEASE_MS).await.unwrap(),
+        [BeatAnswer::Held]
+    );
+    let chunks = store.chunk_parts(&batch).await.unwrap().expect("a running batch");
+    let of = |idx: i64| chunks.iter().find(|c| c.idx == idx).unwrap();
+    assert_eq!(of(lease.chunk.idx).fence, lease.fence);
+    assert_eq!(of(lease.chunk.idx).parts, checkpoint(&[1, 2], 0).parts);
+    assert!(of(1 - lease.chunk.idx).parts.is_empty());
+    // A release hands the chunk on under a higher fence; its checkpointed parts stay listed.
+    assert_eq!(store.release_chunk(&lease).await.unwrap(), Fenced::Applied);
+    let after = store.chunk_parts(&batch).await.unwrap().unwrap();
+    let released = after.iter().find(|c| c.idx == lease.chunk.idx).unwrap();
+    assert!(released.fence > lease.fence);
+    assert_eq!(released.parts, checkpoint(&[1, 2], 0).parts);
+    // Ended (cancelled while nothing is held: finalized at the next claim) or unknown: none.
+    store.request_cancel(&batch, None).await.unwrap();
+    let job = loop {
+        let job = store.claim_finalization("f", LEASE_MS).await.unwrap().expect("the cancelled batch");
+        if job.job.batch_id == batch {
+            break job;
+        }
+    };
+    assert_eq!(store.finish_finalization(&job, &FinalizeOutcome::default()).await.unwrap(), Fenced::Applied);
+    assert!(store.chunk_parts(&batch).await.unwrap().is_none());
+    assert!(store.chunk_parts(&BatchId::generate()).await.unwrap().is_none());
+    // Stored bytes by purpose (the running batch's input file counts 100).
+    let bytes = store.file_bytes().await.unwrap();
+    assert!(bytes.iter().any(|(purpose, n)| purpose == "batch" && *n >= 100), "{bytes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_sees_fences_and_checkpointed_parts_of_running_batches_only() {
+    on_every_backend(|s| async move { chunk_parts_on(s.as_ref()).await }).await;
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::adaptive::Concurrency;
+use vllm_batch_store::DiskGuard;
 
 /// How a worker claims, sends and retries.
 #[derive(Debug, Clone)]
@@ -37,9 +38,17 @@ pub struct WorkerConfig {
     pub file_retention: Option<Duration>,
     /// How often the garbage collector looks for expired files.
     pub gc_interval: Duration,
+    /// How long an unfinished upload must be idle before the collector removes it (`None`: the
+    /// file store's default — an hour locally, a day for multipart uploads). Tests shorten it.
+    pub gc_abandoned_after: Option<Duration>,
+    /// A pause after each object the collector removes (tests: to kill it mid-pass).
+    pub gc_step_delay: Duration,
     /// Where validation spills sorted custom_id digests of files over 131,072 lines (24 bytes a
     /// line, in an anonymous file removed when validation ends).
     pub scratch_dir: PathBuf,
+    /// The free-space guard of the data folder: under its margin no chunk or finalization is
+    /// claimed (they write parts and output files) until space returns.
+    pub disk: DiskGuard,
 }
 
 impl WorkerConfig {
@@ -86,6 +95,9 @@ impl Default for WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             model_discovery_timeout: Duration::from_secs(600),
             scratch_dir: std::env::temp_dir(),
+            disk: DiskGuard::off(),
+            gc_abandoned_after: None,
+            gc_step_delay: Duration::ZERO,
             file_retention: Some(Duration::from_secs(30 * 86_400)),
             gc_interval: Duration::from_secs(60),
         }

@@ -42,6 +42,11 @@ pub(crate) async fn run_loop(s: Arc<Shared>, shutdown: CancellationToken) {
 }
 
 async fn turn(s: Arc<Shared>) -> Turn {
+    // Output files are written to the data folder (local storage): under its margin the batch
+    // waits in its state, and is finalized once space returns.
+    if !crate::disk_has_room(&s) {
+        return Turn::Idle;
+    }
     let mut job = match s.store.claim_finalization(&s.config.worker_id, s.config.lease_ms()).await {
         Ok(Some(job)) => job,
         Ok(None) => return Turn::Idle,

@@ -16,7 +16,7 @@ mod validate;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     /// Wakes the claim loop when there may be room for another chunk: the backlog fell below
     /// the in-flight capacity, a held chunk's last line went on the wire, or a chunk finished.
     pub claim_wake: Notify,
+    /// Whether the data folder was last seen under its free-space margin (logged on change).
+    pub disk_low: AtomicBool,
 }
 
 /// A worker, ready to run.
@@ -79,6 +81,7 @@ impl Worker {
                 held: Mutex::new(HashMap::new()),
                 wake,
                 claim_wake: Notify::new(),
+                disk_low: AtomicBool::new(false),
             }),
         }
     }
@@ -193,6 +196,9 @@ async fn claim_turn(s: Arc<Shared>, chunks: &mut JoinSet<()>) -> Turn {
         }
     }
     // The limits move under the adaptive controller: so does how far claiming runs ahead.
+    if !disk_has_room(&s) {
+        return Turn::Idle;
+    }
     let capacity = s.router.total_capacity();
     let room = s.backlog.load(Ordering::Acquire) < capacity as i64
         && dispatching(&s) < s.config.max_held_chunks(capacity)
@@ -227,6 +233,21 @@ async fn claim_turn(s: Arc<Shared>, chunks: &mut JoinSet<()>) -> Turn {
 /// Held chunks with lines not yet dispatched. Claiming ahead is bounded by these (and the
 /// backlog): a chunk whose lines are all on the wire delays no other batch, however long its
 /// slowest request takes.
+/// Whether the data folder has room above its margin for work that writes (a chunk's parts, a
+/// batch's output files). Under it, that work waits — it is not failed — and is claimed again
+/// once space returns; the change is logged each way.
+pub(crate) fn disk_has_room(s: &Shared) -> bool {
+    let shortfall = s.config.disk.shortfall(0);
+    let low = shortfall.is_some();
+    if s.disk_low.swap(low, Ordering::AcqRel) != low {
+        match shortfall {
+            Some(why) => warn!("{why}: no chunk or finalization is claimed until space returns"),
+            None => info!(path = %s.config.disk.path().display(), "the data folder has room again: work resumes"),
+        }
+    }
+    !low
+}
+
 fn dispatching(s: &Shared) -> usize {
     s.held.lock().unwrap().values().filter(|c| c.has_lines_to_send()).count()
 }

@@ -75,9 +75,12 @@ fn err(code: LineErrorCode, message: impl Into<String>, param: Option<&str>, lin
 async fn validate(s: &Shared, job: &BatchJob) -> Result<ValidationOutcome, String> {
     let batch = s.store.get_batch(&job.batch_id, None).await.map_err(|e| e.to_string())?.ok_or("batch vanished")?;
     let endpoint: Endpoint = batch.endpoint.parse()?;
-    let file_id = batch.input_file_id.parse().map_err(|e| format!("{e}"))?;
+    let file_id: FileId = batch.input_file_id.parse().map_err(|e| format!("{e}"))?;
     let invalid = |e: BatchError| Ok(ValidationOutcome::Invalid { errors: vec![e] });
-    if s.store.get_file(&file_id, None).await.map_err(|e| e.to_string())?.is_none() {
+    // The row, expired or not: a file that expires after its batch was created stays for the
+    // batch (the collector keeps every file an open batch reads), so only a deleted one fails it.
+    let exists = s.store.existing_files(&[file_id.to_string()]).await.map_err(|e| e.to_string())?;
+    if exists.is_empty() {
         return invalid(err(
             LineErrorCode::EmptyFile,
             format!("Input file {file_id} no longer exists"),
