@@ -139,6 +139,22 @@ fn key_of(file_id: &str) -> String {
     format!("{PREFIX}/files/{file_id}")
 }
 
+/// Announces a 100 MB upload and sends more than one part of it, leaving the connection open.
+async fn start_large_upload(app: &App) -> TcpStream {
+    let addr = app.proc.base.as_deref().unwrap().trim_start_matches("http://").to_string();
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    let boundary = "s3-test-boundary";
+    let head = format!(
+        "POST /v1/files HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: 100000000\r\n\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n\
+         batch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(chat_lines_with(12, |_| format!(" {}", "y".repeat(PART_SIZE / 10))).as_bytes()).await.unwrap();
+    conn.flush().await.unwrap();
+    conn
+}
+
 /// Polls the async `check` every 50 ms until it holds; fails with `what` after 30 s.
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -234,17 +250,7 @@ async fn an_abandoned_upload_is_aborted() {
     let app = s3.serve(&sim, &[]);
 
     // A client announces a large upload, sends more than one part of it, and goes away.
-    let addr = app.proc.base.as_deref().unwrap().trim_start_matches("http://").to_string();
-    let mut conn = TcpStream::connect(&addr).await.unwrap();
-    let boundary = "s3-test-boundary";
-    let head = format!(
-        "POST /v1/files HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
-         Content-Length: 100000000\r\n\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n\
-         batch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n\r\n"
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(chat_lines_with(12, |_| format!(" {}", "y".repeat(PART_SIZE / 10))).as_bytes()).await.unwrap();
-    conn.flush().await.unwrap();
+    let conn = start_large_upload(&app).await;
     eventually("the upload is in progress on the S3 server", || async { s3.uploads_in_progress() == 1 }).await;
     drop(conn);
 
@@ -262,17 +268,7 @@ async fn the_collector_aborts_the_multipart_upload_of_a_killed_server() {
 
     // An upload of more than one part is under way when the server is killed: S3 keeps the
     // parts of an upload nobody completes or aborts (and bills them), invisible to listings.
-    let addr = app.proc.base.as_deref().unwrap().trim_start_matches("http://").to_string();
-    let mut conn = TcpStream::connect(&addr).await.unwrap();
-    let boundary = "s3-test-boundary";
-    let head = format!(
-        "POST /v1/files HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
-         Content-Length: 100000000\r\n\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n\
-         batch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n\r\n"
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(chat_lines_with(12, |_| format!(" {}", "y".repeat(PART_SIZE / 10))).as_bytes()).await.unwrap();
-    conn.flush().await.unwrap();
+    let conn = start_large_upload(&app).await;
     let marker_prefix = format!("{PREFIX}/uploads/");
     eventually("the upload and its marker are in the bucket", || async {
         s3.uploads_in_progress() == 1 && s3.keys().await.iter().any(|k| k.starts_with(&marker_prefix))

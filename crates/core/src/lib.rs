@@ -20,6 +20,22 @@ pub use line::{LineError, LineErrorCode, ParsedLine, RequestLine};
 pub use redact::redact_url;
 pub use window::CompletionWindow;
 
+/// Bytes in binary units, for people: `512 B`, `12.3 KiB`, `1.5 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// A list envelope as OpenAI returns it for every paginated collection.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct List<T> {

@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use vllm_batch_core::human_bytes as human;
+
 /// The margin to keep free: bytes, or a share of the volume.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MinFree {
@@ -132,22 +134,6 @@ impl DiskGuard {
     }
 }
 
-/// Bytes for people: `1.5 GiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +162,5 @@ mod tests {
         assert!(why.contains(&dir.path().display().to_string()) && why.contains("--min-free-disk"), "{why}");
         // Not enforced: readings only.
         assert_eq!(DiskGuard::new(dir.path(), MinFree::Bytes(space.total + 1), false).shortfall(0), None);
-        assert_eq!(human(1536 << 20), "1.5 GiB");
     }
 }

@@ -40,18 +40,7 @@ pub fn details(pairs: &[(&str, String)]) -> String {
 
 /// Bytes in binary units: `512 B`, `12.3 KiB`, `1.5 GiB`.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    vllm_batch_core::human_bytes(bytes)
 }
 
 /// A Unix timestamp as RFC 3339 UTC (`2026-01-02T03:04:05Z`).
