@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use upstream_sim::CostModel;
 
 mod api;
+mod coexist;
 mod input;
 mod machine;
 mod procs;
@@ -157,6 +158,38 @@ enum Benchmark {
         #[arg(long, default_value_t = 200)]
         idle_ms: u64,
     },
+    /// 8. Interactive TTFT with the upstream idle, beside a default batch and beside a
+    ///    background one (`--background --upstream-priority 10`), and each batch's share of the
+    ///    capacity the interactive load leaves.
+    Coexist {
+        /// Simulator capacity (`max_num_seqs`).
+        #[arg(long, default_value_t = 64)]
+        max_num_seqs: usize,
+        /// GPU-like step costs by default: a step reads the weights once (12 ms), each running
+        /// sequence adds 0.04 ms, each admitted prompt token 0.02 ms of prefill.
+        #[arg(long, default_value_t = 12.0)]
+        step_base_ms: f64,
+        #[arg(long, default_value_t = 0.04)]
+        step_per_seq_ms: f64,
+        #[arg(long, default_value_t = 0.02)]
+        prefill_ms_per_token: f64,
+        /// Interactive requests per second (Poisson arrivals).
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        /// Seconds each phase's interactive load runs.
+        #[arg(long, default_value_t = 60)]
+        duration_s: u64,
+        /// Completion tokens of an interactive request.
+        #[arg(long, default_value_t = 32)]
+        interactive_tokens: u64,
+        /// A real vLLM (`http://host:port/v1`, started with `--scheduling-policy priority`)
+        /// instead of the simulator.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// The real upstream's model name.
+        #[arg(long, default_value = "smollm2-135m-instruct")]
+        model: String,
+    },
     /// Prints the capacity bound of a generated input (no processes started).
     Ideal {
         #[arg(long, default_value_t = 20_000)]
@@ -244,6 +277,28 @@ async fn main() -> Result<()> {
                 wrk: Some((connections, Duration::from_secs(duration_s))),
             };
             ("api-load", saturation::run(&ctx, "api-load", &opts).await?)
+        }
+        Benchmark::Coexist {
+            max_num_seqs,
+            step_base_ms,
+            step_per_seq_ms,
+            prefill_ms_per_token,
+            rate,
+            duration_s,
+            interactive_tokens,
+            upstream,
+            model,
+        } => {
+            let opts = coexist::Options {
+                cost: CostModel { step_base_ms, step_per_seq_ms, prefill_ms_per_token },
+                max_num_seqs,
+                rate,
+                duration: Duration::from_secs(duration_s),
+                interactive_tokens,
+                upstream: upstream.map(|u| (u, model)),
+                seed: cli.seed,
+            };
+            ("coexist", coexist::run(&ctx, "coexist", &opts).await?)
         }
         Benchmark::Overhead { requests, shape, perf } => {
             let shape = match shape.as_str() {

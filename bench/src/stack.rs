@@ -46,8 +46,14 @@ pub enum SimMode {
 
 /// Starts `upstream-sim` on a free port; its log goes to `dir/<name>.log`.
 pub async fn start_sim(ctx: &Ctx, dir: &Path, name: &str, mode: SimMode) -> Result<(Proc, Sim)> {
+    start_sim_with(ctx, dir, name, mode, &[]).await
+}
+
+/// Like `start_sim`, with `extra` arguments.
+pub async fn start_sim_with(ctx: &Ctx, dir: &Path, name: &str, mode: SimMode, extra: &[&str]) -> Result<(Proc, Sim)> {
     let port = free_port()?;
     let mut args = vec!["--port".to_string(), port.to_string()];
+    args.extend(extra.iter().map(|a| a.to_string()));
     match mode {
         SimMode::Engine { cost, max_num_seqs } => args.extend([
             "--max-num-seqs".into(),

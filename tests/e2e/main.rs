@@ -24,6 +24,7 @@ mod s3;
 mod scaleout;
 mod schema_fuzz;
 mod sdk;
+mod sharing;
 mod validation;
 mod web;
 mod worker;

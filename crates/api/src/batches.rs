@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use vllm_batch_core::batch::{check_metadata, metadata_schema};
+use vllm_batch_core::batch::{check_metadata, metadata_priority, metadata_schema};
 use vllm_batch_core::time::unix_now;
 use vllm_batch_core::{Batch, BatchId, BatchStatus, CompletionWindow, Endpoint, ErrorEnvelope, FileId, List, Metadata};
 use vllm_batch_store::NewBatch;
@@ -202,11 +202,14 @@ async fn create(st: &AppState, caller: &Principal, req: CreateBatch) -> Result<B
             Some("input_file_id"),
         ));
     }
+    let priority =
+        metadata_priority(req.metadata.as_ref()).map_err(|m| Error::invalid(m, Some("metadata.priority")))?;
     let new = NewBatch {
         id: BatchId::generate(),
         endpoint,
         input_file_id,
         completion_window,
+        priority,
         metadata: req.metadata,
         output_expires_after,
         created_at: unix_now(),

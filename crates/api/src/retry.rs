@@ -148,6 +148,8 @@ async fn retry(
         endpoint,
         input_file_id: file.id.parse().map_err(|_| Error::Internal("new file id".into()))?,
         completion_window,
+        // The old batch's priority was checked when it was created.
+        priority: vllm_batch_core::batch::metadata_priority(Some(&metadata)).ok().flatten(),
         metadata: Some(metadata),
         output_expires_after: None,
         created_at: unix_now(),

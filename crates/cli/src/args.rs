@@ -295,6 +295,18 @@ pub struct WorkerArgs {
     /// Adaptive concurrency: how often the upstream's load is read and the limit adjusted.
     #[arg(long, env = "VLLM_BATCH_CONCURRENCY_INTERVAL", default_value = "500ms", value_parser = duration)]
     pub concurrency_interval: Duration,
+    /// Background mode: the upstream's other traffic (an interactive product sharing the vLLM)
+    /// comes first. The worker reads vLLM's load, keeps its own requests out of vLLM's waiting
+    /// queue while others are present, and leaves room for the most others it saw lately;
+    /// alone on the upstream it fills it as usual. Needs vLLM's /metrics (adaptive concurrency).
+    #[arg(long, env = "VLLM_BATCH_BACKGROUND")]
+    pub background: bool,
+    /// `priority` written into every request sent upstream (vLLM: lower runs first, default 0;
+    /// taken only by a vLLM started with `--scheduling-policy priority` — another answers 400,
+    /// and the worker then sends without it, with one warning). A batch's own
+    /// `metadata.priority` takes precedence.
+    #[arg(long, env = "VLLM_BATCH_UPSTREAM_PRIORITY", allow_negative_numbers = true)]
+    pub upstream_priority: Option<i64>,
     /// Most requests (lines) in one batch input file.
     #[arg(long, env = "VLLM_BATCH_MAX_REQUESTS_PER_BATCH", default_value_t = 1_000_000)]
     pub max_requests_per_batch: u64,

@@ -321,6 +321,8 @@ fn worker_config(w: &WorkerArgs, storage: &StorageArgs) -> WorkerConfig {
         file_retention: storage.file_retention.0,
         gc_interval: w.gc_interval,
         disk: storage.disk_guard(),
+        upstream_priority: w.upstream_priority,
+        background: w.background,
         // Test hooks: a shorter age for abandoned uploads, a pause per object collected.
         gc_abandoned_after: std::env::var("VLLM_BATCH_TEST_ABANDONED_UPLOAD_SECONDS")
             .ok()

@@ -159,6 +159,22 @@ pub fn check_metadata(m: &Metadata) -> Result<(), String> {
     Ok(())
 }
 
+/// The metadata key that sets a batch's priority (an extension): an integer, lower runs first
+/// (vLLM's convention), from -1,000,000 to 1,000,000.
+pub const PRIORITY_KEY: &str = "priority";
+
+/// The batch priority `metadata.priority` sets: `None` when absent, an error naming the rule
+/// when it is not an integer in range.
+pub fn metadata_priority(m: Option<&Metadata>) -> Result<Option<i64>, String> {
+    let Some(v) = m.and_then(|m| m.get(PRIORITY_KEY)) else { return Ok(None) };
+    match v.trim().parse::<i64>() {
+        Ok(p) if (-1_000_000..=1_000_000).contains(&p) => Ok(Some(p)),
+        _ => {
+            Err(format!("metadata.priority must be an integer from -1000000 to 1000000 (lower runs first), not {v:?}"))
+        }
+    }
+}
+
 /// The OpenAPI schema of `metadata`, with the limits `check_metadata` enforces; `null` is
 /// accepted in requests and sent in responses when a batch has none.
 pub fn metadata_schema() -> Schema {

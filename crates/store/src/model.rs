@@ -60,6 +60,8 @@ pub struct NewBatch {
     pub created_at: i64,
     /// The creating key's owner; `None` without auth.
     pub owner: Option<String>,
+    /// `metadata.priority`, parsed (lower runs first); `None` when unset.
+    pub priority: Option<i64>,
 }
 
 /// A validation or finalization job held on a batch.
@@ -127,6 +129,8 @@ pub struct ChunkLease {
     /// What earlier holders of the chunk made durable: the new holder keeps it and sends only
     /// the lines it lacks.
     pub checkpoint: Checkpoint,
+    /// The batch's priority (`metadata.priority`), if it set one.
+    pub priority: Option<i64>,
 }
 
 /// What a heartbeat reports of one held chunk.

@@ -380,8 +380,8 @@ impl Store for SqlStore {
         let inserted = sqlx::query(&format!(
             "INSERT INTO batches (id, endpoint, input_file_id, completion_window, status,
                  planned_output_file_id, planned_error_file_id, output_expires_after, metadata,
-                 created_at, expires_at, owner)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+                 created_at, expires_at, owner, priority)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
              WHERE EXISTS (SELECT 1 FROM files WHERE id = $3 AND (expires_at IS NULL OR expires_at > {}))",
             self.now_s()
         ))
@@ -397,6 +397,7 @@ impl Store for SqlStore {
         .bind(b.created_at)
         .bind(b.created_at + b.completion_window.seconds())
         .bind(b.owner.as_deref())
+        .bind(b.priority)
         .execute(&self.pool)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -675,7 +676,7 @@ impl Store for SqlStore {
                  SELECT c.batch_id AS pick_batch, c.idx AS pick_idx FROM chunks c JOIN batches b ON b.id = c.batch_id
                  WHERE b.status = $3 AND b.expires_at > {now_s}
                    AND (c.state = '{PENDING}' OR (c.state = '{LEASED}' AND c.lease_until < {now}))
-                 ORDER BY b.last_claim_ms, b.seq, c.idx
+                 ORDER BY COALESCE(b.priority, 0), b.last_claim_ms, b.seq, c.idx
                  LIMIT 1 {lock})
              UPDATE chunks SET state = '{LEASED}', owner = $1, lease_until = {now} + $2, fence = fence + 1
              FROM pick WHERE batch_id = pick_batch AND idx = pick_idx
@@ -706,7 +707,7 @@ impl Store for SqlStore {
             "UPDATE batches SET last_claim_ms = {greatest}({now},
                  (SELECT COALESCE(MAX(x.last_claim_ms), 0) + 1 FROM batches x WHERE x.status = $2))
              WHERE id = $1
-             RETURNING input_file_id, endpoint, model, expires_at, created_at,
+             RETURNING input_file_id, endpoint, model, expires_at, created_at, priority,
                  {now} - created_at * 1000 AS queued_ms, expires_at * 1000 - {now} AS expires_in_ms",
             greatest = self.dialect.greatest(),
         ))

@@ -158,6 +158,7 @@ pub fn lease_from_rows(chunk: &AnyRow, batch: &AnyRow, first_claim: bool) -> Res
         queued_ms: int(batch, "queued_ms")?,
         expires_in_ms: int(batch, "expires_in_ms")?,
         checkpoint: checkpoint(chunk)?,
+        priority: opt_int(batch, "priority")?,
     })
 }
 

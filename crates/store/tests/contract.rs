@@ -63,6 +63,7 @@ async fn new_batch(store: &dyn Store, file: FileId) -> BatchId {
         output_expires_after: None,
         created_at: unix_now(),
         owner: None,
+        priority: None,
     };
     store.insert_batch(&new).await.unwrap().expect("the input file exists");
     id
@@ -400,6 +401,7 @@ async fn expiry_and_the_collectors_lease_on(store: &dyn Store) {
         output_expires_after: None,
         created_at: unix_now(),
         owner: None,
+        priority: None,
     };
     assert!(store.insert_batch(&refused).await.unwrap().is_none(), "a batch on an expired file");
     let missing = NewBatch { id: BatchId::generate(), input_file_id: FileId::generate(), ..refused };

@@ -278,6 +278,35 @@ fn rerank(req: &Value, model: &str) -> Result<Prepared, String> {
     Ok(Prepared { body, prompt_tokens, completion_tokens: 0 })
 }
 
+/// The two server-sent-event payloads of a streamed answer (`"stream": true` on the chat or
+/// completions endpoint), made from its whole `body`: the first token's chunk (the role and
+/// the first word), then the rest with the finish reason. vLLM sends one chunk per token; two
+/// carry what a client measures (the time to the first token, and the end).
+pub(crate) fn stream_chunks(endpoint: Endpoint, body: &Value) -> (Value, Value) {
+    let chat = endpoint == Endpoint::Chat;
+    let text = if chat { &body["choices"][0]["message"]["content"] } else { &body["choices"][0]["text"] };
+    let text = text.as_str().unwrap_or_default();
+    let split = text.find(' ').map(|i| i + 1).unwrap_or(text.len());
+    let (head, tail) = text.split_at(split);
+    let object = if chat { "chat.completion.chunk" } else { "text_completion" };
+    let chunk = |choice: Value| json!({"id": body["id"], "object": object, "created": body["created"], "model": body["model"], "choices": [choice]});
+    if chat {
+        (
+            chunk(
+                json!({"index": 0, "delta": {"role": "assistant", "content": head}, "logprobs": null, "finish_reason": null}),
+            ),
+            chunk(
+                json!({"index": 0, "delta": {"content": tail}, "logprobs": null, "finish_reason": "stop", "stop_reason": null}),
+            ),
+        )
+    } else {
+        (
+            chunk(json!({"index": 0, "text": head, "logprobs": null, "finish_reason": null})),
+            chunk(json!({"index": 0, "text": tail, "logprobs": null, "finish_reason": "stop", "stop_reason": null})),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,10 +43,12 @@ impl CostModel {
 }
 
 /// One job in the scheduler: its prompt size, the tokens it still has to
-/// produce, and what the caller attached to it (a reply channel, or nothing).
+/// produce, its priority (vLLM's: lower runs first), and what the caller
+/// attached to it (a reply channel, or nothing).
 struct Job<T> {
     prompt_tokens: u64,
     tokens_left: u64,
+    priority: i64,
     payload: T,
 }
 
@@ -63,10 +65,19 @@ pub struct Step {
     pub admitted_prompt_tokens: u64,
 }
 
-/// The scheduler state: a FIFO waiting queue and the running set.
+/// The scheduler state: the waiting queue and the running set.
+///
+/// The waiting queue is FIFO, or with `priority` on (vLLM's `--scheduling-policy
+/// priority`) ordered by `(priority, arrival)` as vLLM's V1 scheduler orders it:
+/// a waiting job of a lower value is admitted first. vLLM preempts a running
+/// job (the one of the highest `(priority, arrival)`) only when the KV cache
+/// cannot grow; the simulator has no KV cache, so it never preempts, and a job
+/// waits for the next free slot whatever its priority — as in vLLM while its
+/// KV cache has room.
 pub struct Scheduler<T> {
     model: CostModel,
     max_num_seqs: usize,
+    priority: bool,
     waiting: VecDeque<Job<T>>,
     running: Vec<Job<T>>,
 }
@@ -74,13 +85,40 @@ pub struct Scheduler<T> {
 impl<T> Scheduler<T> {
     /// An empty scheduler running at most `max_num_seqs` jobs (at least 1).
     pub fn new(model: CostModel, max_num_seqs: usize) -> Self {
-        Scheduler { model, max_num_seqs: max_num_seqs.max(1), waiting: VecDeque::new(), running: Vec::new() }
+        Self::with_policy(model, max_num_seqs, false)
+    }
+
+    /// Like `new`, with vLLM's priority policy when `priority` is true.
+    pub fn with_policy(model: CostModel, max_num_seqs: usize, priority: bool) -> Self {
+        Scheduler { model, max_num_seqs: max_num_seqs.max(1), priority, waiting: VecDeque::new(), running: Vec::new() }
     }
 
     /// Queues a job. It runs for `max(completion_tokens, 1)` steps: a job
     /// without completion tokens (an embedding) still needs its prefill step.
     pub fn enqueue(&mut self, prompt_tokens: u64, completion_tokens: u64, payload: T) {
-        self.waiting.push_back(Job { prompt_tokens, tokens_left: completion_tokens.max(1), payload });
+        self.enqueue_with_priority(prompt_tokens, completion_tokens, 0, payload);
+    }
+
+    /// Queues a job of `priority` (ignored without the priority policy).
+    pub fn enqueue_with_priority(&mut self, prompt_tokens: u64, completion_tokens: u64, priority: i64, payload: T) {
+        let job = Job { prompt_tokens, tokens_left: completion_tokens.max(1), priority, payload };
+        if self.priority {
+            // After every job of the same or a lower value: (priority, arrival) order.
+            let at = self.waiting.partition_point(|w| w.priority <= priority);
+            self.waiting.insert(at, job);
+        } else {
+            self.waiting.push_back(job);
+        }
+    }
+
+    /// The payloads of the waiting jobs, in admission order.
+    pub fn waiting_payloads(&self) -> impl Iterator<Item = &T> {
+        self.waiting.iter().map(|j| &j.payload)
+    }
+
+    /// The payloads of the running jobs.
+    pub fn running_payloads(&self) -> impl Iterator<Item = &T> {
+        self.running.iter().map(|j| &j.payload)
     }
 
     /// Jobs waiting to be admitted.
@@ -126,9 +164,16 @@ impl<T> Scheduler<T> {
     /// are complete leave the running set and their payloads are appended to
     /// `finished` (in admission order).
     pub fn end_step(&mut self, finished: &mut Vec<T>) {
+        self.end_step_with(finished, |_| {});
+    }
+
+    /// Like `end_step`, calling `on_token` on every job's payload as it gets
+    /// its token (before a finished one is handed back).
+    pub fn end_step_with(&mut self, finished: &mut Vec<T>, mut on_token: impl FnMut(&mut T)) {
         let before = std::mem::take(&mut self.running);
         self.running.reserve(before.len());
         for mut job in before {
+            on_token(&mut job.payload);
             job.tokens_left -= 1;
             if job.tokens_left == 0 {
                 finished.push(job.payload);
@@ -227,6 +272,29 @@ mod tests {
         let r = ideal(&MODEL, 4, &[(10, 0)]);
         assert_eq!(r.steps, 1);
         assert!(close(r.seconds, 0.016), "{r:?}");
+    }
+
+    #[test]
+    fn the_priority_policy_admits_lower_values_first_and_fifo_within_one() {
+        let mut s = Scheduler::with_policy(MODEL, 1, true);
+        for (name, priority) in [("bulk-1", 10), ("chat-1", 0), ("bulk-2", 10), ("urgent", -5), ("chat-2", 0)] {
+            s.enqueue_with_priority(1, 1, priority, name);
+        }
+        let mut order = Vec::new();
+        while s.begin_step(|_| true).is_some() {
+            s.end_step(&mut order);
+        }
+        assert_eq!(order, ["urgent", "chat-1", "chat-2", "bulk-1", "bulk-2"]);
+        // Without the policy: arrival order.
+        let mut s = Scheduler::new(MODEL, 1);
+        for (name, priority) in [("a", 10), ("b", 0)] {
+            s.enqueue_with_priority(1, 1, priority, name);
+        }
+        let mut order = Vec::new();
+        while s.begin_step(|_| true).is_some() {
+            s.end_step(&mut order);
+        }
+        assert_eq!(order, ["a", "b"]);
     }
 
     #[test]

@@ -25,13 +25,26 @@ use tokio::time::Instant;
 use crate::cost::{CostModel, Scheduler};
 use crate::state::SimState;
 
-/// A queued request: the engine sends `()` when its last token is out. A
-/// dropped receiver means the client went away, and the engine aborts it.
-type Reply = oneshot::Sender<()>;
+/// A queued request: the engine signals `first` when its first token is out
+/// (streaming answers send their first chunk then) and `done` when its last
+/// one is. A dropped `done` receiver means the client went away, and the
+/// engine aborts it.
+pub(crate) struct Reply {
+    first: Option<oneshot::Sender<()>>,
+    done: oneshot::Sender<()>,
+    /// A streaming (interactive) request, for the statistics.
+    interactive: bool,
+}
+
+/// What the handler waits on: the first token, then the last.
+pub(crate) struct Pending {
+    pub(crate) first: oneshot::Receiver<()>,
+    pub(crate) done: oneshot::Receiver<()>,
+}
 
 /// A request that arrived since the engine last scheduled:
-/// `(prompt_tokens, completion_tokens, reply)`.
-type Arrival = (u64, u64, Reply);
+/// `(prompt_tokens, completion_tokens, priority, reply)`.
+type Arrival = (u64, u64, i64, Reply);
 
 /// What the engine lock guards: the scheduler and its input queue.
 struct Inner {
@@ -47,8 +60,8 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(model: CostModel, max_num_seqs: usize) -> Self {
-        let inner = Inner { scheduler: Scheduler::new(model, max_num_seqs), inbox: Vec::new() };
+    pub(crate) fn new(model: CostModel, max_num_seqs: usize, priority: bool) -> Self {
+        let inner = Inner { scheduler: Scheduler::with_policy(model, max_num_seqs, priority), inbox: Vec::new() };
         Engine { inner: Mutex::new(inner), arrived: Notify::new() }
     }
 
@@ -58,13 +71,21 @@ impl Engine {
 
     /// Queues a request; the receiver resolves when it has finished (an
     /// error means the engine stopped first).
-    pub(crate) fn submit(&self, prompt_tokens: u64, completion_tokens: u64) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        self.lock().inbox.push((prompt_tokens, completion_tokens, tx));
+    pub(crate) fn submit(
+        &self,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        priority: i64,
+        interactive: bool,
+    ) -> Pending {
+        let (first_tx, first) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let reply = Reply { first: Some(first_tx), done: done_tx, interactive };
+        self.lock().inbox.push((prompt_tokens, completion_tokens, priority, reply));
         // `notify_one` keeps a permit when the loop is not waiting yet, so a
         // request queued just before the loop goes idle still wakes it.
         self.arrived.notify_one();
-        rx
+        Pending { first, done }
     }
 
     /// `(running, waiting)`: the scheduler's running set and waiting queue,
@@ -87,6 +108,29 @@ pub(crate) async fn run(state: Arc<SimState>, engine: Arc<Engine>) {
     inner.inbox.clear();
 }
 
+/// Counts, for a step just scheduled, whether interactive requests were present and who was
+/// left waiting.
+fn count_queues(stats: &crate::state::Stats, scheduler: &Scheduler<Reply>) {
+    let interactive_running = scheduler.running_payloads().any(|r| r.interactive);
+    let (mut interactive_waiting, mut batch_waiting) = (false, false);
+    for r in scheduler.waiting_payloads() {
+        if r.interactive {
+            interactive_waiting = true;
+        } else {
+            batch_waiting = true;
+        }
+    }
+    if interactive_running || interactive_waiting {
+        stats.interactive_steps.fetch_add(1, Ordering::Relaxed);
+        if batch_waiting {
+            stats.batch_waiting_steps.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if interactive_waiting {
+        stats.interactive_waiting_steps.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 async fn steps(state: &SimState, engine: &Engine) {
     let stats = &state.stats;
     // When the previous step ended (its deadline) if the engine has been busy
@@ -97,10 +141,14 @@ async fn steps(state: &SimState, engine: &Engine) {
         let step = {
             let mut inner = engine.lock();
             let Inner { scheduler, inbox } = &mut *inner;
-            for (prompt_tokens, completion_tokens, reply) in inbox.drain(..) {
-                scheduler.enqueue(prompt_tokens, completion_tokens, reply);
+            for (prompt_tokens, completion_tokens, priority, reply) in inbox.drain(..) {
+                scheduler.enqueue_with_priority(prompt_tokens, completion_tokens, priority, reply);
             }
-            scheduler.begin_step(|reply| !reply.is_closed())
+            let step = scheduler.begin_step(|reply| !reply.done.is_closed());
+            if step.is_some() {
+                count_queues(stats, scheduler);
+            }
+            step
         };
         let Some(step) = step else {
             busy_until = None;
@@ -110,13 +158,17 @@ async fn steps(state: &SimState, engine: &Engine) {
         let start = busy_until.unwrap_or_else(Instant::now);
         let deadline = start + step.duration;
         tokio::time::sleep_until(deadline).await;
-        engine.lock().scheduler.end_step(&mut finished);
+        engine.lock().scheduler.end_step_with(&mut finished, |reply| {
+            if let Some(first) = reply.first.take() {
+                let _ = first.send(());
+            }
+        });
         let nanos = step.duration.as_nanos() as u64;
         stats.steps.fetch_add(1, Ordering::Relaxed);
         stats.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
         stats.seq_nanos.fetch_add(nanos * step.running as u64, Ordering::Relaxed);
         for reply in finished.drain(..) {
-            let _ = reply.send(());
+            let _ = reply.done.send(());
         }
         busy_until = Some(deadline);
     }

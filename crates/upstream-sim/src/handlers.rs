@@ -14,7 +14,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use futures_util::StreamExt;
+
 use crate::bodies::{self, Endpoint};
+use crate::engine::Pending;
 use crate::faults::{self, error_response};
 use crate::state::SimState;
 use crate::{det, metrics};
@@ -35,7 +38,7 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
     for ep in [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Score, Endpoint::Rerank] {
         r = r.route(
             ep.path(),
-            post(move |State(st): State<Arc<SimState>>, body: Bytes| async move { inference(&st, ep, body).await }),
+            post(move |State(st): State<Arc<SimState>>, body: Bytes| async move { inference(st, ep, body).await }),
         );
     }
     r.fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))) })
@@ -88,7 +91,9 @@ async fn metrics_handler(State(st): State<Arc<SimState>>) -> Response {
 
 /// The shared path of every inference endpoint: validate, maybe inject a
 /// fault, wait for a scheduler slot (or the engine), "run", answer.
-async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
+async fn inference(st: Arc<SimState>, ep: Endpoint, body: Bytes) -> Response {
+    let st_arc = st.clone();
+    let st = &*st;
     let arrival = st.stats.arrived();
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
@@ -120,6 +125,26 @@ async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
         Ok(p) => p,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, &msg, "BadRequestError", None),
     };
+    // vLLM's `priority` (lower runs first), refused unless priority scheduling is on.
+    let priority = match req.get("priority") {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v.as_i64() {
+            Some(p) => p,
+            None => {
+                let message = "priority: Input should be a valid integer";
+                return error_response(StatusCode::BAD_REQUEST, message, "Bad Request", Some("body.priority"));
+            }
+        },
+    };
+    if priority != 0 {
+        if !st.priority_scheduling {
+            let message = format!("Got priority {priority} but Priority scheduling is not enabled.");
+            return error_response(StatusCode::BAD_REQUEST, &message, "BadRequestError", None);
+        }
+        st.stats.prioritized_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    let stream = matches!(ep, Endpoint::Chat | Endpoint::Completions)
+        && req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if let Some(fault) = faults::decide(st, &body) {
         st.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(path = ep.path(), ?fault, "injecting fault");
@@ -127,8 +152,11 @@ async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
     }
 
     if let Some(engine) = &st.engine {
-        let done = engine.submit(prepared.prompt_tokens, prepared.completion_tokens);
-        if done.await.is_err() {
+        let pending = engine.submit(prepared.prompt_tokens, prepared.completion_tokens, priority, stream);
+        if stream {
+            return streamed(st_arc, ep, prepared, Some(pending));
+        }
+        if pending.done.await.is_err() {
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the engine is shutting down",
@@ -143,8 +171,40 @@ async fn inference(st: &SimState, ep: Endpoint, body: Bytes) -> Response {
             tokio::time::sleep(run_time).await;
         }
         drop(slot);
+        if stream {
+            return streamed(st_arc, ep, prepared, None);
+        }
     }
 
     st.stats.succeeded(prepared.prompt_tokens, prepared.completion_tokens);
     Json(prepared.body).into_response()
+}
+
+/// A streamed answer (server-sent events): the first chunk when the engine has produced the
+/// first token, the last one and `[DONE]` when it has produced the last (both at once in the
+/// fixed-latency mode, `pending` `None`, which has already run the request).
+fn streamed(st: Arc<SimState>, ep: Endpoint, prepared: bodies::Prepared, pending: Option<Pending>) -> Response {
+    let (first_chunk, last_chunk) = bodies::stream_chunks(ep, &prepared.body);
+    let (first, done) = match pending {
+        Some(p) => (Some(p.first), Some(p.done)),
+        None => (None, None),
+    };
+    let head = async move {
+        if let Some(first) = first {
+            let _ = first.await;
+        }
+        Ok::<_, std::io::Error>(Bytes::from(format!("data: {first_chunk}\n\n")))
+    };
+    let (prompt_tokens, completion_tokens) = (prepared.prompt_tokens, prepared.completion_tokens);
+    let tail = async move {
+        if let Some(done) = done {
+            done.await.map_err(|_| std::io::Error::other("the engine is shutting down"))?;
+        }
+        st.stats.succeeded(prompt_tokens, completion_tokens);
+        Ok(Bytes::from(format!("data: {last_chunk}\n\ndata: [DONE]\n\n")))
+    };
+    let body = futures_util::stream::once(head).chain(futures_util::stream::once(tail));
+    let mut resp = Response::new(axum::body::Body::from_stream(body));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    resp
 }

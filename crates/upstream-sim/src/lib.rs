@@ -72,6 +72,10 @@ pub struct SimConfig {
     /// Serve vLLM's `/metrics`; off: `/metrics` answers 404, as another OpenAI-compatible
     /// server (llama.cpp, TGI's OpenAI layer) may. Default on.
     pub serve_metrics: bool,
+    /// vLLM's `--scheduling-policy priority`: requests' `priority` (lower first) orders the
+    /// engine's waiting queue. Off (vLLM's `fcfs`), a request with a nonzero `priority` gets
+    /// vLLM's 400 "Got priority N but Priority scheduling is not enabled." Default off.
+    pub priority_scheduling: bool,
 }
 
 impl Default for SimConfig {
@@ -88,6 +92,7 @@ impl Default for SimConfig {
             seed: 42,
             models_wait_for_slot: false,
             serve_metrics: true,
+            priority_scheduling: false,
         }
     }
 }
@@ -162,6 +167,19 @@ pub struct SimStats {
     /// a client's clock to better than a millisecond (`vllm-batch-bench start-latency`).
     #[serde(default)]
     pub last_arrival_unix_us: u64,
+    /// Engine steps scheduled while an interactive request (one with `"stream": true`) was
+    /// running or waiting.
+    #[serde(default)]
+    pub interactive_steps: u64,
+    /// Of those, steps that left a non-streaming (batch) request in the waiting queue.
+    #[serde(default)]
+    pub batch_waiting_steps: u64,
+    /// Steps that left an interactive request in the waiting queue (no slot for it).
+    #[serde(default)]
+    pub interactive_waiting_steps: u64,
+    /// Requests that carried a nonzero `priority`.
+    #[serde(default)]
+    pub prioritized_requests: u64,
 }
 
 /// Requests naming one served model, and where they fell in the order of all arrivals (the

@@ -61,6 +61,10 @@ struct Args {
     /// Answer `/metrics` with 404, as a server without vLLM's metrics does.
     #[arg(long, env = "UPSTREAM_SIM_NO_METRICS")]
     no_metrics: bool,
+    /// vLLM's --scheduling-policy: `fcfs`, or `priority` (requests' `priority` orders the
+    /// waiting queue; under fcfs a nonzero one is refused with vLLM's 400).
+    #[arg(long, env = "UPSTREAM_SIM_SCHEDULING_POLICY", default_value = "fcfs", value_parser = ["fcfs", "priority"])]
+    scheduling_policy: String,
 }
 
 #[tokio::main]
@@ -91,6 +95,7 @@ async fn main() -> std::io::Result<()> {
         seed: args.seed,
         models_wait_for_slot: args.models_wait_for_slot,
         serve_metrics: !args.no_metrics,
+        priority_scheduling: args.scheduling_policy == "priority",
     };
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let handle = upstream_sim::serve(listener, config).await?;

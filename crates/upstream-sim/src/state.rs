@@ -37,6 +37,11 @@ pub(crate) struct Stats {
     pub(crate) metrics_requests: AtomicU64,
     /// Wall-clock time of the latest inference request, in µs (0 before it).
     pub(crate) last_arrival_unix_us: AtomicU64,
+    /// See [`SimStats::interactive_steps`] and the two after it.
+    pub(crate) interactive_steps: AtomicU64,
+    pub(crate) batch_waiting_steps: AtomicU64,
+    pub(crate) interactive_waiting_steps: AtomicU64,
+    pub(crate) prioritized_requests: AtomicU64,
 }
 
 impl Stats {
@@ -60,6 +65,10 @@ impl Stats {
             models: Vec::new(),
             metrics_requests: r(&self.metrics_requests),
             last_arrival_unix_us: r(&self.last_arrival_unix_us),
+            interactive_steps: r(&self.interactive_steps),
+            batch_waiting_steps: r(&self.batch_waiting_steps),
+            interactive_waiting_steps: r(&self.interactive_waiting_steps),
+            prioritized_requests: r(&self.prioritized_requests),
         }
     }
 
@@ -169,6 +178,8 @@ pub(crate) struct SimState {
     pub(crate) models_wait_for_slot: bool,
     /// `/metrics` answers (else 404).
     pub(crate) serve_metrics: bool,
+    /// vLLM's priority scheduling policy is on.
+    pub(crate) priority_scheduling: bool,
     pub(crate) stats: Stats,
     pub(crate) faults: Mutex<FaultState>,
     slots: Semaphore,
@@ -180,7 +191,7 @@ impl SimState {
     pub(crate) fn new(config: SimConfig, shutdown: watch::Receiver<bool>) -> Self {
         let max_num_seqs = config.max_num_seqs.clamp(1, Semaphore::MAX_PERMITS);
         let cost = config.cost_model();
-        let engine = cost.is_enabled().then(|| Arc::new(Engine::new(cost, max_num_seqs)));
+        let engine = cost.is_enabled().then(|| Arc::new(Engine::new(cost, max_num_seqs, config.priority_scheduling)));
         let models = if config.models.is_empty() { SimConfig::default().models } else { config.models };
         let model_arrivals = models.iter().map(|_| ModelCounters::new()).collect();
         SimState {
@@ -192,6 +203,7 @@ impl SimState {
             engine,
             models_wait_for_slot: config.models_wait_for_slot,
             serve_metrics: config.serve_metrics,
+            priority_scheduling: config.priority_scheduling,
             stats: Stats::default(),
             faults: Mutex::new(FaultState { rates: config.faults, rng: StdRng::seed_from_u64(config.seed) }),
             slots: Semaphore::new(max_num_seqs),

@@ -265,6 +265,75 @@ pub(crate) fn from_load(
     next.clamp(min, ceiling)
 }
 
+/// How many looks the background mode remembers others' requests for (4 s at the default
+/// 500 ms): the room it keeps is for the most it saw in that time.
+const OTHERS_LOOKS: usize = 8;
+
+/// What the background mode (`--background`) knows of the upstream: its capacity, and the
+/// requests of others (the interactive traffic it shares the upstream with).
+#[derive(Debug, Default)]
+pub(crate) struct Background {
+    /// The most the upstream ran while requests waited: its capacity (max-num-seqs, or what
+    /// its KV cache holds). `None` until a queue has shown it.
+    capacity: Option<f64>,
+    /// Others' requests (running or waiting) in the last [`OTHERS_LOOKS`] looks.
+    others: [f64; OTHERS_LOOKS],
+    next: usize,
+}
+
+impl Background {
+    /// Records one look: the upstream's `load` and `ours`, the fewest of our requests in flight
+    /// around the scrape (so that ours are never counted as others'). Returns others' requests
+    /// now, and the most in the last looks.
+    pub(crate) fn observe(&mut self, load: Load, lately: Lately, ours: usize) -> (f64, f64) {
+        if load.waiting >= 1.0 {
+            // Full: what it runs (at its most lately: vLLM finishes requests in waves) is its
+            // capacity.
+            self.capacity = Some(lately.running.max(load.running));
+        }
+        let now = (load.running + load.waiting - ours as f64).max(0.0);
+        self.others[self.next % OTHERS_LOOKS] = now;
+        self.next += 1;
+        (now, self.others.iter().copied().fold(0.0, f64::max))
+    }
+}
+
+/// The next limit in background mode: the upstream's other traffic comes first.
+///
+/// Until the upstream has shown its capacity (a queue formed), the ordinary controller's
+/// `normal` limit: from `--min-in-flight`, doubling while nothing waits, until one does. Then at most that capacity, less room for others:
+/// the most others had lately plus half as much again (at least one more), so that an
+/// interactive request finds a free slot instead of waiting behind ours; and while anything
+/// waits with others present, below what the upstream runs, so none of ours stay in its queue.
+/// Alone on the upstream, the whole capacity — without the ordinary controller's short queue,
+/// which would put an arriving interactive request behind ours — and, once 30 s passed without
+/// a queue, an eighth more to learn whether it grew.
+pub(crate) fn background_limit(
+    normal: usize,
+    limit: usize,
+    load: Load,
+    lately: Lately,
+    (capacity, others_now, others_peak): (Option<f64>, f64, f64),
+    ceiling: usize,
+) -> usize {
+    let Some(capacity) = capacity else { return normal };
+    let next = if others_peak >= 1.0 {
+        let room = others_peak + (others_peak / 2.0).max(1.0);
+        let mut next = capacity - room;
+        if load.waiting >= 1.0 {
+            // Something waits: ours must not be among it.
+            next = next.min(load.running - others_now - 1.0);
+        }
+        next
+    } else if !lately.queued && load.waiting < 1.0 && limit as f64 >= capacity {
+        // Alone, all of it used, no queue for a while: probe for more.
+        capacity + (capacity / 8.0).max(1.0)
+    } else {
+        capacity
+    };
+    (next.floor().max(1.0) as usize).min(ceiling)
+}
+
 /// The next limit from latency alone (an upstream without vLLM's metrics): additive increase
 /// while latency stays within twice its best, multiplicative decrease beyond.
 pub(crate) fn from_latency(
@@ -296,14 +365,16 @@ pub(crate) fn from_latency(
 const METRICS_MISSES: u32 = 3;
 const METRICS_RETRY: Duration = Duration::from_secs(300);
 
-/// Runs the controller of one upstream until `shutdown`.
+/// Runs the controller of one upstream until `shutdown`; `background`: `--background`.
 pub(crate) async fn control_loop(
     limit: Arc<Limit>,
     upstreams: vllm_batch_upstream::Upstreams,
     index: usize,
     (min, ceiling, interval): (usize, usize, Duration),
+    background: bool,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let mut bg = background.then(Background::default);
     let base = upstreams.specs()[index].base_url.trim_end_matches('/').trim_end_matches("/v1").to_string();
     let url = format!("{base}/metrics");
     let gauge = vllm_batch_metrics::metrics().upstream_concurrency_limit.with_label_values(&[&index.to_string()]);
@@ -328,6 +399,8 @@ pub(crate) async fn control_loop(
             }
             resp.text().await.ok()
         };
+        // Ours in flight on both sides of the scrape: the fewer is never counted as others'.
+        let ours_before = limit.in_flight();
         let load = if tokio::time::Instant::now() >= metrics_again {
             let load = page.await.as_deref().and_then(parse_load);
             if load.is_some() {
@@ -347,18 +420,35 @@ pub(crate) async fn control_loop(
         let next = match (load, mean) {
             (Some(load), _) => {
                 let lately = recent.record(load);
-                let next = from_load(now, limit.in_flight(), load, lately, min, ceiling);
+                let in_flight = limit.in_flight();
+                let next = from_load(now, in_flight, load, lately, min, ceiling);
                 // A vLLM says how loaded it is, so its queue, not a slow start, guards it: start
                 // from `--max-in-flight` as before and follow its load from there.
-                if limit.slow_start.swap(false, Ordering::AcqRel) {
+                // In the background, not: requests already in vLLM's queue cannot be called back
+                // when others arrive, so it grows from `--min-in-flight` until a queue shows the
+                // capacity (`from_load` doubles while there is room).
+                let next = if limit.slow_start.swap(false, Ordering::AcqRel) && !background {
                     next.max(limit.slow_start_until.load(Ordering::Acquire)).min(ceiling)
                 } else {
                     next
+                };
+                match bg.as_mut() {
+                    Some(bg) => {
+                        let (others_now, others_peak) = bg.observe(load, lately, ours_before.min(in_flight));
+                        let next =
+                            background_limit(next, now, load, lately, (bg.capacity, others_now, others_peak), ceiling);
+                        tracing::debug!(upstream = index, others_now, others_peak, capacity = ?bg.capacity, next, "background");
+                        next
+                    }
+                    None => next,
                 }
             }
             (None, Some(mean)) => {
                 if !reported_fallback {
                     tracing::info!(upstream = index, url = %vllm_batch_core::redact_url(&url), "no vLLM load metrics; adapting concurrency to latency");
+                    if background {
+                        tracing::warn!(upstream = index, "--background needs vLLM's /metrics to see the upstream's other traffic; without them this upstream is used as usual");
+                    }
                     reported_fallback = true;
                 }
                 // The best latency seen, forgotten slowly so that a changed workload can reset it.
@@ -446,6 +536,37 @@ mod tests {
             assert_eq!(recent.record(load(6.0, 0.0)), lately(6.0, true));
         }
         assert_eq!(recent.record(load(6.0, 0.0)), lately(6.0, false));
+    }
+
+    #[test]
+    fn background_keeps_room_for_others_and_takes_it_back_when_they_go() {
+        let load = |running, waiting| Load { running, waiting };
+        let calm = Lately { running: 32.0, queued: true };
+        let mut bg = Background::default();
+        // Until a queue shows the capacity: the ordinary controller's limit.
+        assert_eq!(bg.observe(load(20.0, 0.0), calm, 20), (0.0, 0.0));
+        assert_eq!(background_limit(40, 20, load(20.0, 0.0), calm, (bg.capacity, 0.0, 0.0), 4096), 40);
+        // 32 run, 3 wait, 35 of ours in flight: capacity 32, no others.
+        assert_eq!(bg.observe(load(32.0, 3.0), calm, 35), (0.0, 0.0));
+        assert_eq!(bg.capacity, Some(32.0));
+        // Alone: the whole capacity, no queue of ours.
+        assert_eq!(background_limit(40, 35, load(32.0, 3.0), calm, (bg.capacity, 0.0, 0.0), 4096), 32);
+        // Two interactive requests appear (34 at the upstream, 32 ours): room for 2 + 1.
+        let (now, peak) = bg.observe(load(32.0, 2.0), calm, 32);
+        assert_eq!((now, peak), (2.0, 2.0));
+        // Something waits while others are present: below what runs, less others, less one.
+        assert_eq!(background_limit(32, 32, load(32.0, 2.0), calm, (bg.capacity, now, peak), 4096), 29);
+        // They finish; their peak is remembered for OTHERS_LOOKS looks, then the room returns.
+        for _ in 0..OTHERS_LOOKS - 1 {
+            let (now, peak) = bg.observe(load(29.0, 0.0), calm, 29);
+            assert_eq!((now, peak), (0.0, 2.0));
+            assert_eq!(background_limit(32, 29, load(29.0, 0.0), calm, (bg.capacity, now, peak), 4096), 29);
+        }
+        let (now, peak) = bg.observe(load(29.0, 0.0), calm, 29);
+        assert_eq!(background_limit(32, 29, load(29.0, 0.0), calm, (bg.capacity, now, peak), 4096), 32);
+        // Alone and no queue for 30 s with every slot used: probe an eighth more.
+        let quiet = Lately { running: 32.0, queued: false };
+        assert_eq!(background_limit(32, 32, load(32.0, 0.0), quiet, (Some(32.0), 0.0, 0.0), 4096), 36);
     }
 
     #[test]

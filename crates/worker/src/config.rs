@@ -33,6 +33,13 @@ pub struct WorkerConfig {
     /// How long validation waits for model discovery (an upstream down or too busy to list its
     /// models) before it fails a batch whose model no upstream is known to serve.
     pub model_discovery_timeout: Duration,
+    /// `priority` written into every forwarded body (vLLM's field: lower runs first; taken
+    /// only by a vLLM started with `--scheduling-policy priority`) unless the batch sets its own
+    /// (`metadata.priority`); `None`: none.
+    pub upstream_priority: Option<i64>,
+    /// Background mode (`--background`): the upstream's other traffic comes first (see
+    /// `adaptive::background_limit`).
+    pub background: bool,
     /// How long batch output and error files are kept when the batch set no
     /// `output_expires_after` (`--file-retention`); `None` keeps them until deleted.
     pub file_retention: Option<Duration>,
@@ -96,6 +103,8 @@ impl Default for WorkerConfig {
             model_discovery_timeout: Duration::from_secs(600),
             scratch_dir: std::env::temp_dir(),
             disk: DiskGuard::off(),
+            upstream_priority: None,
+            background: false,
             gc_abandoned_after: None,
             gc_step_delay: Duration::ZERO,
             file_retention: Some(Duration::from_secs(30 * 86_400)),

@@ -45,6 +45,9 @@ pub(crate) enum Outcome {
 /// One attempt's result.
 enum Attempt {
     Done(Outcome),
+    /// A 400 saying the upstream does not take `priority` (vLLM without `--scheduling-policy
+    /// priority`): sent again without it.
+    PriorityRefused(String),
     Transient {
         /// What went wrong, which labels the retry and error metrics.
         reason: RetryReason,
@@ -118,6 +121,9 @@ enum Blame {
 /// in-flight slot only while a request is actually on the wire.
 pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome {
     let health = s.router.upstreams.health();
+    // vLLM's default priority is 0: sending it changes nothing, and a vLLM without priority
+    // scheduling takes it.
+    let priority = state.lease.priority.or(s.config.upstream_priority).filter(|p| *p != 0);
     let mut attempt: u32 = 0;
     // Waits after failures that spent no retry (the server unreachable before it is known down).
     let mut unspent: u32 = 0;
@@ -145,7 +151,12 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome
         let in_flight = metrics().upstream_in_flight.with_label_values(&[&upstream.to_string()]);
         in_flight.inc();
         let started = std::time::Instant::now();
-        let result = attempt_once(s, &url, body.clone()).await;
+        let priority = priority.filter(|_| s.router.takes_priority(upstream));
+        let sent = match priority {
+            Some(p) => with_priority(&body, p),
+            None => body.clone(),
+        };
+        let result = attempt_once(s, &url, sent, priority.is_some()).await;
         let took = started.elapsed();
         metrics().inference_duration.observe(took.as_secs_f64());
         s.router.limits()[upstream].record(took);
@@ -155,6 +166,18 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome
             Attempt::Done(outcome) => {
                 health.record_answer(upstream, started);
                 return outcome;
+            }
+            Attempt::PriorityRefused(message) => {
+                health.record_answer(upstream, started);
+                if s.router.refuse_priority(upstream) {
+                    tracing::warn!(
+                        upstream,
+                        answer = %message,
+                        "the upstream does not take request priorities (start vLLM with --scheduling-policy \
+                         priority to use --upstream-priority or metadata.priority); sending without them"
+                    );
+                }
+                continue;
             }
             Attempt::Transient { reason, blame, message, retry_after, response } => {
                 (reason, blame, message, retry_after, response)
@@ -221,7 +244,26 @@ async fn route(s: &Shared, state: &ChunkState, avoid: Option<usize>) -> Result<u
     }
 }
 
-async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
+/// `body` (a JSON object) with `"priority": p` as its first member; a `priority` the line set
+/// itself comes later and wins (JSON parsers keep the last of a repeated key, vLLM's included).
+fn with_priority(body: &Bytes, p: i64) -> Bytes {
+    let text = body.as_ref();
+    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+    if text.get(start) != Some(&b'{') {
+        return body.clone();
+    }
+    let rest = &text[start + 1..];
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = Vec::with_capacity(text.len() + 24);
+    out.extend_from_slice(format!("{{\"priority\":{p}").as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
+}
+
+async fn attempt_once(s: &Shared, url: &str, body: Bytes, has_priority: bool) -> Attempt {
     let req = s
         .router
         .upstreams
@@ -281,6 +323,10 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes) -> Attempt {
         );
     }
     let message = upstream_message(&bytes).unwrap_or_else(|| format!("upstream answered {status}"));
+    // vLLM: "Got priority 10 but Priority scheduling is not enabled."
+    if has_priority && status == StatusCode::BAD_REQUEST && message.contains("Priority scheduling is not enabled") {
+        return Attempt::PriorityRefused(message);
+    }
     let body = if is_json { bytes } else { Bytes::from(serde_json::to_vec(&String::from_utf8_lossy(&bytes)).unwrap()) };
     let response = Some(UpstreamResponse { status: status.as_u16(), request_id, body });
     let reason = match status {
@@ -366,6 +412,16 @@ mod tests {
         (Timeout, "timeout", "timeout"),
         (Body, "body", "body"),
     ];
+
+    #[test]
+    fn priority_goes_first_and_a_lines_own_wins() {
+        let p = |body: &str| String::from_utf8(super::with_priority(&body.to_string().into(), 10).to_vec()).unwrap();
+        assert_eq!(p(r#"{"model":"m"}"#), r#"{"priority":10,"model":"m"}"#);
+        assert_eq!(p(r#" { } "#), r#"{"priority":10 } "#);
+        let own: serde_json::Value = serde_json::from_str(&p(r#"{"priority":-3}"#)).unwrap();
+        assert_eq!(own["priority"], -3, "serde_json, like Python's json, keeps the last");
+        assert_eq!(p("[1]"), "[1]", "not an object: unchanged");
+    }
 
     #[test]
     fn retry_reason_labels_are_pinned() {

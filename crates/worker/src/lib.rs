@@ -114,12 +114,16 @@ impl Worker {
             probe::restart_low(&s, i);
             let gauge = m.upstream_concurrency_limit.with_label_values(&[&i.to_string()]);
             gauge.set(limit.current() as i64);
+            if s.config.background && s.config.concurrency == Concurrency::Fixed {
+                warn!("--background needs --concurrency adaptive: with a fixed limit the worker cannot make room for other traffic");
+            }
             if let Concurrency::Adaptive { min, ceiling, interval } = s.config.concurrency {
                 let run = adaptive::control_loop(
                     limit.clone(),
                     s.router.upstreams.clone(),
                     i,
                     (min, ceiling, interval),
+                    s.config.background,
                     shutdown.clone(),
                 );
                 tasks.spawn(run.instrument(tracing::info_span!("concurrency", upstream = i)));

@@ -20,18 +20,33 @@ pub(crate) struct Router {
     started: std::time::Instant,
     /// Models already reported loaded once (their load duration is set once).
     seen: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Per upstream: it refused a request's `priority` (vLLM without `--scheduling-policy
+    /// priority`), so none is sent to it any more.
+    priority_refused: Arc<Vec<std::sync::atomic::AtomicBool>>,
 }
 
 impl Router {
     pub fn new(upstreams: Upstreams, max_in_flight: usize) -> Self {
         let limits = (0..upstreams.specs().len()).map(|_| Limit::new(max_in_flight)).collect();
+        let priority_refused = Arc::new((0..upstreams.specs().len()).map(|_| Default::default()).collect());
         Router {
             upstreams,
             limits: Arc::new(limits),
             map: Arc::default(),
             started: std::time::Instant::now(),
             seen: Arc::default(),
+            priority_refused,
         }
+    }
+
+    /// Whether `upstream` takes a request `priority` (until it has refused one).
+    pub fn takes_priority(&self, upstream: usize) -> bool {
+        !self.priority_refused[upstream].load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records that `upstream` refused a `priority`; true the first time.
+    pub fn refuse_priority(&self, upstream: usize) -> bool {
+        !self.priority_refused[upstream].swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// In-flight requests the worker can have across the upstreams that are up now (a down
