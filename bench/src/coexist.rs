@@ -121,7 +121,6 @@ async fn phase(
     opts: &Options,
 ) -> Result<(Interactive, f64, Value)> {
     let sim = Sim::new(upstream.trim_end_matches("/v1").to_string());
-    let before = sim.stats().await.ok();
     let served = match batch {
         Some((input, args)) => {
             let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -142,6 +141,7 @@ async fn phase(
         Some((_, api, id)) => completed(&api.batch(id).await?),
         None => 0,
     };
+    let before = sim.stats().await.ok();
     let started = Instant::now();
     let client = if with_interactive {
         interactive(upstream, model, opts, opts.seed ^ name.len() as u64).await
@@ -190,7 +190,7 @@ pub async fn run(ctx: &Ctx, name: &str, opts: &Options) -> Result<Value> {
     };
     // Enough batch work to outlast a phase at the engine's full speed, several times over.
     let requests = match &opts.upstream {
-        Some(_) => 2_000,
+        Some(_) => 3_000,
         None => {
             let sample = input::generate(&dir.join("sample.jsonl"), Shape::CHAT, opts.seed, Some(2_000), None)?;
             let ideal = upstream_sim::cost::ideal(&opts.cost, opts.max_num_seqs, &sample.jobs);
@@ -237,7 +237,9 @@ pub async fn run(ctx: &Ctx, name: &str, opts: &Options) -> Result<Value> {
     }))
 }
 
-/// The input with every line's model replaced (a real upstream serves another name).
+/// The input for a real upstream: every line's model replaced (it serves another name), and
+/// prompts cut to 120 words and answers to 64 tokens (the small CPU model's 1,024-token context
+/// and speed).
 fn retarget(path: &Path, model: &str, dir: &Path) -> Result<std::path::PathBuf> {
     let text = std::fs::read_to_string(path)?;
     let out = dir.join("input-retargeted.jsonl");
@@ -245,6 +247,11 @@ fn retarget(path: &Path, model: &str, dir: &Path) -> Result<std::path::PathBuf> 
     for line in text.lines() {
         let mut v: Value = serde_json::from_str(line).context("input line")?;
         v["body"]["model"] = json!(model);
+        let content = v["body"]["messages"][0]["content"].as_str().unwrap_or_default().to_string();
+        let words: Vec<&str> = content.split_whitespace().take(120).collect();
+        v["body"]["messages"][0]["content"] = json!(words.join(" "));
+        let tokens = v["body"]["max_tokens"].as_u64().unwrap_or(64).min(64);
+        v["body"]["max_tokens"] = json!(tokens);
         lines.push_str(&v.to_string());
         lines.push('\n');
     }

@@ -512,3 +512,23 @@ async fn an_embeddings_batch_is_answered_by_a_real_embeddings_model() {
     assert_eq!(batch["usage"]["input_tokens"], prompt_tokens, "{}", batch["usage"]);
     assert_eq!(batch["usage"]["output_tokens"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priority_the_real_vllm_refuses_is_dropped_without_failing_a_line() {
+    // The shared vLLM runs without --scheduling-policy priority: it answers a nonzero
+    // `priority` with its own 400, which the worker must recognise.
+    let Some(guard) = real_vllm().await else { return };
+    let vllm = guard.as_ref().unwrap();
+    let (app, _dir) = serve_on(vllm, &["--upstream-priority", "10"]);
+    let api = app.base.clone().unwrap();
+    let lines = chat_batch(6, |_| 4);
+    let id = submit(&api, &lines, "/v1/chat/completions").await;
+    let (batch, out, err) = finish(&api, &id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert!(err.is_empty(), "{err:?}");
+    assert_eq!(out.len(), 6);
+    let warning: Vec<String> =
+        app.logs().into_iter().filter(|l| l.contains("does not take request priorities")).collect();
+    assert_eq!(warning.len(), 1, "one warning: {warning:?}");
+    assert!(warning[0].contains("Priority scheduling is not enabled"), "vLLM's own words: {}", warning[0]);
+}

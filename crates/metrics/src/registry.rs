@@ -84,6 +84,9 @@ pub struct Metrics {
     /// `vllm_upstream_concurrency_limit{upstream}`: the in-flight limit per upstream (fixed, or
     /// where the adaptive controller has set it).
     pub upstream_concurrency_limit: IntGaugeVec,
+    /// `vllm_upstream_other_requests{upstream}`: requests of other clients at the upstream
+    /// (vLLM's running + waiting less this worker's own in flight), as `--background` sees them.
+    pub upstream_other_requests: GaugeVec,
     /// `vllm_upstream_retries_total{reason}`.
     pub upstream_retries: IntCounterVec,
     /// `vllm_upstream_up{upstream}`: 1 while the upstream is up, 0 while it is down (outage
@@ -141,6 +144,12 @@ impl Metrics {
         let r = Registry::new();
         let m = Metrics {
             jobs_active: int_gauge_vec(&r, "vllm_batch_jobs_active", "Batches per non-terminal status", &["status"]),
+            upstream_other_requests: gauge_vec(
+                &r,
+                "vllm_upstream_other_requests",
+                "Requests of other clients at the upstream (running + waiting less ours), as background mode sees them",
+                &["upstream"],
+            ),
             jobs_total: counter_vec(&r, "vllm_batch_jobs_total", "Batches that reached a terminal status", &["status"]),
             requests_processed: counter_vec(
                 &r,
@@ -397,6 +406,7 @@ pub fn init_upstreams(n: usize) {
         m.upstream_in_flight.with_label_values(&[&label]);
         m.upstream_down_seconds.with_label_values(&[&label]);
         m.upstream_outages.with_label_values(&[&label]);
+        m.upstream_other_requests.with_label_values(&[&label]);
     }
 }
 

@@ -167,6 +167,7 @@ async fn steps(state: &SimState, engine: &Engine) {
         stats.steps.fetch_add(1, Ordering::Relaxed);
         stats.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
         stats.seq_nanos.fetch_add(nanos * step.running as u64, Ordering::Relaxed);
+        stats.seq_steps.fetch_add(step.running as u64, Ordering::Relaxed);
         for reply in finished.drain(..) {
             let _ = reply.done.send(());
         }

@@ -180,6 +180,12 @@ pub struct SimStats {
     /// Requests that carried a nonzero `priority`.
     #[serde(default)]
     pub prioritized_requests: u64,
+    /// Tokens produced by engine steps (Σ running per step), and Σ step time × running, in
+    /// seconds: `vllm:inter_token_latency_seconds`'s count and sum.
+    #[serde(default)]
+    pub token_steps: u64,
+    #[serde(default)]
+    pub token_step_seconds: f64,
 }
 
 /// Requests naming one served model, and where they fell in the order of all arrivals (the

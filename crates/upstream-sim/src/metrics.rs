@@ -56,6 +56,12 @@ pub(crate) fn render(state: &SimState) -> String {
         &format!("engine=\"0\",finished_reason=\"stop\",model_name=\"{model}\""),
         s.responses_ok as f64,
     );
+    // Each token's time since the one before: its engine step's (engine mode; nothing else).
+    let _ = writeln!(out, "# HELP vllm:inter_token_latency_seconds Histogram of inter-token latency in seconds.");
+    let _ = writeln!(out, "# TYPE vllm:inter_token_latency_seconds histogram");
+    let _ = writeln!(out, "vllm:inter_token_latency_seconds_bucket{{{labels},le=\"+Inf\"}} {:?}", s.token_steps as f64);
+    let _ = writeln!(out, "vllm:inter_token_latency_seconds_count{{{labels}}} {:?}", s.token_steps as f64);
+    let _ = writeln!(out, "vllm:inter_token_latency_seconds_sum{{{labels}}} {:?}", s.token_step_seconds);
     out
 }
 

@@ -29,6 +29,9 @@ pub(crate) struct Stats {
     pub(crate) busy_nanos: AtomicU64,
     /// Σ step time × running sequences, in nanoseconds.
     pub(crate) seq_nanos: AtomicU64,
+    /// Σ running sequences over steps: tokens produced (each one's inter-token latency is its
+    /// step's time, which `seq_nanos` sums).
+    pub(crate) seq_steps: AtomicU64,
     /// Wall-clock time of the first inference request (0 before it).
     pub(crate) first_arrival_unix_ms: AtomicU64,
     /// Wall-clock time of the latest 200 answer (0 before it).
@@ -60,6 +63,8 @@ impl Stats {
             steps: r(&self.steps),
             busy_seconds: r(&self.busy_nanos) as f64 / 1e9,
             occupancy_seconds: r(&self.seq_nanos) as f64 / 1e9 / max_num_seqs as f64,
+            token_steps: r(&self.seq_steps),
+            token_step_seconds: r(&self.seq_nanos) as f64 / 1e9,
             first_arrival_unix_ms: r(&self.first_arrival_unix_ms),
             last_finish_unix_ms: r(&self.last_finish_unix_ms),
             models: Vec::new(),

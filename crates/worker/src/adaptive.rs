@@ -178,6 +178,31 @@ pub(crate) fn parse_load(page: &str) -> Option<Load> {
     seen.then_some(load)
 }
 
+/// The sum and count of vLLM's inter-token latency histogram (`vllm:inter_token_latency_seconds`,
+/// or `vllm:time_per_output_token_seconds` before vLLM 0.11), over its label sets; `None` when
+/// the page has neither.
+pub(crate) fn parse_itl(page: &str) -> Option<(f64, f64)> {
+    let (mut sum, mut count, mut seen) = (0.0, 0.0, false);
+    for line in page.lines() {
+        for family in ["vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"] {
+            let Some(rest) = line.strip_prefix(family) else { continue };
+            let slot = if rest.starts_with("_sum") {
+                &mut sum
+            } else if rest.starts_with("_count") {
+                &mut count
+            } else {
+                continue;
+            };
+            let value = rest.rsplit_once('}').map_or(rest, |(_, v)| v).split_whitespace().last();
+            if let Some(v) = value.and_then(|v| v.parse::<f64>().ok()) {
+                *slot += v;
+                seen = true;
+            }
+        }
+    }
+    seen.then_some((sum, count))
+}
+
 /// The waiting queue the controller aims for: short, never empty while the upstream is full.
 fn target_waiting(running: f64) -> f64 {
     (running / 16.0).clamp(2.0, 32.0)
@@ -279,7 +304,22 @@ pub(crate) struct Background {
     /// Others' requests (running or waiting) in the last [`OTHERS_LOOKS`] looks.
     others: [f64; OTHERS_LOOKS],
     next: usize,
+    /// The last reading of vLLM's inter-token latency histogram (sum, count).
+    itl_seen: Option<(f64, f64)>,
+    /// The best mean inter-token latency seen: what a token costs on a lightly loaded engine
+    /// (forgotten by 1 % a look only while the engine runs at most [`LIGHT`] sequences, so that
+    /// a long busy spell does not make busy look normal).
+    itl_best: Option<f64>,
+    /// While others are present: our limit as the latency guard sets it.
+    guard: Option<usize>,
 }
+
+/// Others' tokens may take this much longer than on a lightly loaded engine while the batch runs
+/// beside them; beyond it the background batch backs off.
+const ITL_SLACK: f64 = 1.2;
+
+/// Sequences an engine runs "lightly loaded".
+const LIGHT: f64 = 4.0;
 
 impl Background {
     /// Records one look: the upstream's `load` and `ours`, the fewest of our requests in flight
@@ -295,6 +335,41 @@ impl Background {
         self.others[self.next % OTHERS_LOOKS] = now;
         self.next += 1;
         (now, self.others.iter().copied().fold(0.0, f64::max))
+    }
+
+    /// Records the inter-token latency histogram's reading, taken while the engine ran
+    /// `running` sequences; returns the mean since the last one (`None` without tokens in
+    /// between) relative to the best seen.
+    pub(crate) fn observe_itl(&mut self, reading: Option<(f64, f64)>, running: f64) -> Option<f64> {
+        let (sum, count) = reading?;
+        let mean = match self.itl_seen.replace((sum, count)) {
+            Some((s0, c0)) if count > c0 && sum >= s0 => (sum - s0) / (count - c0),
+            _ => return None,
+        };
+        let forget = if running <= LIGHT { 1.01 } else { 1.0 };
+        let best = self.itl_best.map_or(mean, |b| (b * forget).min(mean));
+        self.itl_best = Some(best);
+        Some(mean / best)
+    }
+
+    /// The latency guard, while others are present: our limit shrinks by a quarter while
+    /// tokens take more than [`ITL_SLACK`] times the best, and grows by one while they do not
+    /// (AIMD); `None` once the others have gone. A compute-bound engine (a CPU, a small GPU)
+    /// slows every token with each sequence added, and backs the batch off to a few sequences;
+    /// a memory-bound one (a large GPU) barely does, and keeps it near the capacity.
+    pub(crate) fn guard(&mut self, others_peak: f64, itl_ratio: Option<f64>, limit: usize) -> Option<usize> {
+        if others_peak < 1.0 {
+            self.guard = None;
+            return None;
+        }
+        let current = self.guard.unwrap_or(limit).min(limit.max(1));
+        let next = match itl_ratio {
+            Some(r) if r > ITL_SLACK => (current * 3 / 4).max(1),
+            Some(_) => current + 1,
+            None => current,
+        };
+        self.guard = Some(next);
+        Some(next)
     }
 }
 
@@ -379,6 +454,7 @@ pub(crate) async fn control_loop(
     let url = format!("{base}/metrics");
     let gauge = vllm_batch_metrics::metrics().upstream_concurrency_limit.with_label_values(&[&index.to_string()]);
     gauge.set(limit.current() as i64);
+    let others_gauge = vllm_batch_metrics::metrics().upstream_other_requests.with_label_values(&[&index.to_string()]);
     let mut best: Option<Duration> = None;
     let mut recent = Recent::default();
     let mut reported_fallback = false;
@@ -401,8 +477,11 @@ pub(crate) async fn control_loop(
         };
         // Ours in flight on both sides of the scrape: the fewer is never counted as others'.
         let ours_before = limit.in_flight();
+        let mut itl = None;
         let load = if tokio::time::Instant::now() >= metrics_again {
-            let load = page.await.as_deref().and_then(parse_load);
+            let page = page.await;
+            itl = page.as_deref().and_then(parse_itl);
+            let load = page.as_deref().and_then(parse_load);
             if load.is_some() {
                 misses = 0;
             } else {
@@ -435,10 +514,13 @@ pub(crate) async fn control_loop(
                 match bg.as_mut() {
                     Some(bg) => {
                         let (others_now, others_peak) = bg.observe(load, lately, ours_before.min(in_flight));
+                        others_gauge.set(others_now);
+                        let itl = bg.observe_itl(itl, load.running);
                         let next =
                             background_limit(next, now, load, lately, (bg.capacity, others_now, others_peak), ceiling);
-                        tracing::debug!(upstream = index, others_now, others_peak, capacity = ?bg.capacity, next, "background");
-                        next
+                        let guarded = bg.guard(others_peak, itl, now).map_or(next, |g| g.min(next));
+                        tracing::debug!(upstream = index, others_now, others_peak, capacity = ?bg.capacity, ?itl, next, guarded, "background");
+                        guarded
                     }
                     None => next,
                 }
@@ -536,6 +618,42 @@ mod tests {
             assert_eq!(recent.record(load(6.0, 0.0)), lately(6.0, true));
         }
         assert_eq!(recent.record(load(6.0, 0.0)), lately(6.0, false));
+    }
+
+    #[test]
+    fn parses_the_inter_token_latency_histogram() {
+        let page = "vllm:inter_token_latency_seconds_bucket{engine=\"0\",le=\"+Inf\"} 10.0\n\
+                    vllm:inter_token_latency_seconds_count{engine=\"0\",model_name=\"m\"} 10.0\n\
+                    vllm:inter_token_latency_seconds_sum{engine=\"0\",model_name=\"m\"} 0.5\n\
+                    vllm:inter_token_latency_seconds_created{engine=\"0\"} 1.7e9\n";
+        assert_eq!(parse_itl(page), Some((0.5, 10.0)));
+        let old = "vllm:time_per_output_token_seconds_sum 2\nvllm:time_per_output_token_seconds_count 4\n";
+        assert_eq!(parse_itl(old), Some((2.0, 4.0)));
+        assert_eq!(parse_itl("vllm:num_requests_running 3\n"), None);
+    }
+
+    #[test]
+    fn the_latency_guard_backs_off_while_tokens_slow_down() {
+        let mut bg = Background::default();
+        assert_eq!(bg.observe_itl(Some((0.0, 0.0)), 2.0), None, "a first reading is no mean yet");
+        // 10 ms a token: the best so far.
+        assert_eq!(bg.observe_itl(Some((1.0, 100.0)), 2.0), Some(1.0));
+        // 30 ms a token since, busy: the best stays.
+        let slow = bg.observe_itl(Some((4.0, 200.0)), 32.0).unwrap();
+        assert!((slow - 3.0).abs() < 1e-9, "{slow}");
+        // Lightly loaded, the best is forgotten by 1 % a look (a changed workload resets it).
+        let light = bg.observe_itl(Some((7.0, 300.0)), 2.0).unwrap();
+        assert!((light - 3.0 / 1.01).abs() < 1e-9, "{light}");
+        // Nobody else: no guard.
+        assert_eq!(bg.guard(0.0, Some(slow), 32), None);
+        // Others present and tokens 3x slower: a quarter off, look after look.
+        assert_eq!(bg.guard(2.0, Some(slow), 32), Some(24));
+        assert_eq!(bg.guard(2.0, Some(slow), 24), Some(18));
+        // Back within the slack: one more at a time.
+        assert_eq!(bg.guard(2.0, Some(1.1), 18), Some(19));
+        assert_eq!(bg.guard(2.0, None, 19), Some(19));
+        // They go: the guard lets go.
+        assert_eq!(bg.guard(0.0, Some(3.0), 19), None);
     }
 
     #[test]
