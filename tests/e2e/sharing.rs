@@ -27,8 +27,9 @@ async fn the_upstream_priority_reaches_vllm_and_a_refusal_falls_back_without_fai
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(sim_on.stats().prioritized_requests, 20);
 
-    // One without it answers vLLM's 400: the worker warns once and sends without it.
-    let sim_off = default_sim().await;
+    // An older vLLM without it answers 400: the worker warns once and sends without it. (vLLM
+    // 0.32 takes the field and ignores it: tests/vllm checks that.)
+    let sim_off = sim(SimConfig { refuse_priority_without_policy: true, ..SimConfig::default() }).await;
     let app = serve_with(&sim_off, &["--upstream-priority", "10"]);
     let id = app.client.submit(&chat_lines(20)).await;
     let done = app.client.wait_terminal(&id, 2 * MINUTE).await;

@@ -302,9 +302,9 @@ pub struct WorkerArgs {
     #[arg(long, env = "VLLM_BATCH_BACKGROUND")]
     pub background: bool,
     /// `priority` written into every request sent upstream (vLLM: lower runs first, default 0;
-    /// taken only by a vLLM started with `--scheduling-policy priority` — another answers 400,
-    /// and the worker then sends without it, with one warning). A batch's own
-    /// `metadata.priority` takes precedence.
+    /// it orders only a vLLM started with `--scheduling-policy priority`; older releases
+    /// without it answer 400, and the worker then sends without it, with one warning). A
+    /// batch's own `metadata.priority` takes precedence.
     #[arg(long, env = "VLLM_BATCH_UPSTREAM_PRIORITY", allow_negative_numbers = true)]
     pub upstream_priority: Option<i64>,
     /// Most requests (lines) in one batch input file.

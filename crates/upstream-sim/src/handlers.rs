@@ -125,7 +125,8 @@ async fn inference(st: Arc<SimState>, ep: Endpoint, body: Bytes) -> Response {
         Ok(p) => p,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, &msg, "BadRequestError", None),
     };
-    // vLLM's `priority` (lower runs first), refused unless priority scheduling is on.
+    // vLLM's `priority` (lower runs first): ignored under fcfs (vLLM 0.32), or refused there as
+    // older releases did.
     let priority = match req.get("priority") {
         None | Some(Value::Null) => 0,
         Some(v) => match v.as_i64() {
@@ -137,7 +138,7 @@ async fn inference(st: Arc<SimState>, ep: Endpoint, body: Bytes) -> Response {
         },
     };
     if priority != 0 {
-        if !st.priority_scheduling {
+        if !st.priority_scheduling && st.refuse_priority_without_policy {
             let message = format!("Got priority {priority} but Priority scheduling is not enabled.");
             return error_response(StatusCode::BAD_REQUEST, &message, "BadRequestError", None);
         }

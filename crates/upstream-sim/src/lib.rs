@@ -73,9 +73,12 @@ pub struct SimConfig {
     /// server (llama.cpp, TGI's OpenAI layer) may. Default on.
     pub serve_metrics: bool,
     /// vLLM's `--scheduling-policy priority`: requests' `priority` (lower first) orders the
-    /// engine's waiting queue. Off (vLLM's `fcfs`), a request with a nonzero `priority` gets
-    /// vLLM's 400 "Got priority N but Priority scheduling is not enabled." Default off.
+    /// engine's waiting queue. Off (vLLM's `fcfs`), a `priority` is taken and ignored, as vLLM
+    /// 0.32 does. Default off.
     pub priority_scheduling: bool,
+    /// Under `fcfs`, answer a nonzero `priority` with the 400 older vLLM releases gave ("Got
+    /// priority N but Priority scheduling is not enabled."). Default off.
+    pub refuse_priority_without_policy: bool,
 }
 
 impl Default for SimConfig {
@@ -93,6 +96,7 @@ impl Default for SimConfig {
             models_wait_for_slot: false,
             serve_metrics: true,
             priority_scheduling: false,
+            refuse_priority_without_policy: false,
         }
     }
 }

@@ -62,9 +62,13 @@ struct Args {
     #[arg(long, env = "UPSTREAM_SIM_NO_METRICS")]
     no_metrics: bool,
     /// vLLM's --scheduling-policy: `fcfs`, or `priority` (requests' `priority` orders the
-    /// waiting queue; under fcfs a nonzero one is refused with vLLM's 400).
+    /// waiting queue; under fcfs it is ignored, as by vLLM 0.32).
     #[arg(long, env = "UPSTREAM_SIM_SCHEDULING_POLICY", default_value = "fcfs", value_parser = ["fcfs", "priority"])]
     scheduling_policy: String,
+    /// Under fcfs, answer a nonzero `priority` with the 400 of older vLLM releases ("Priority
+    /// scheduling is not enabled").
+    #[arg(long, env = "UPSTREAM_SIM_REFUSE_PRIORITY")]
+    refuse_priority: bool,
 }
 
 #[tokio::main]
@@ -96,6 +100,7 @@ async fn main() -> std::io::Result<()> {
         models_wait_for_slot: args.models_wait_for_slot,
         serve_metrics: !args.no_metrics,
         priority_scheduling: args.scheduling_policy == "priority",
+        refuse_priority_without_policy: args.refuse_priority,
     };
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let handle = upstream_sim::serve(listener, config).await?;

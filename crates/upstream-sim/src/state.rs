@@ -185,6 +185,8 @@ pub(crate) struct SimState {
     pub(crate) serve_metrics: bool,
     /// vLLM's priority scheduling policy is on.
     pub(crate) priority_scheduling: bool,
+    /// Under fcfs, a nonzero priority gets older vLLM's 400.
+    pub(crate) refuse_priority_without_policy: bool,
     pub(crate) stats: Stats,
     pub(crate) faults: Mutex<FaultState>,
     slots: Semaphore,
@@ -209,6 +211,7 @@ impl SimState {
             models_wait_for_slot: config.models_wait_for_slot,
             serve_metrics: config.serve_metrics,
             priority_scheduling: config.priority_scheduling,
+            refuse_priority_without_policy: config.refuse_priority_without_policy,
             stats: Stats::default(),
             faults: Mutex::new(FaultState { rates: config.faults, rng: StdRng::seed_from_u64(config.seed) }),
             slots: Semaphore::new(max_num_seqs),

@@ -33,8 +33,8 @@ pub struct WorkerConfig {
     /// How long validation waits for model discovery (an upstream down or too busy to list its
     /// models) before it fails a batch whose model no upstream is known to serve.
     pub model_discovery_timeout: Duration,
-    /// `priority` written into every forwarded body (vLLM's field: lower runs first; taken
-    /// only by a vLLM started with `--scheduling-policy priority`) unless the batch sets its own
+    /// `priority` written into every forwarded body (vLLM's field: lower runs first; it orders
+    /// only a vLLM started with `--scheduling-policy priority`) unless the batch sets its own
     /// (`metadata.priority`); `None`: none.
     pub upstream_priority: Option<i64>,
     /// Background mode (`--background`): the upstream's other traffic comes first (see

@@ -323,7 +323,8 @@ async fn attempt_once(s: &Shared, url: &str, body: Bytes, has_priority: bool) ->
         );
     }
     let message = upstream_message(&bytes).unwrap_or_else(|| format!("upstream answered {status}"));
-    // vLLM: "Got priority 10 but Priority scheduling is not enabled."
+    // Older vLLM releases without priority scheduling: "Got priority 10 but Priority
+    // scheduling is not enabled." (vLLM 0.32 ignores the field instead.)
     if has_priority && status == StatusCode::BAD_REQUEST && message.contains("Priority scheduling is not enabled") {
         return Attempt::PriorityRefused(message);
     }
