@@ -147,10 +147,15 @@ async fn background_mode_keeps_batch_requests_out_of_the_waiting_queue_of_a_shar
     let share = |s: &upstream_sim::SimStats| s.batch_waiting_steps as f64 / s.interactive_steps.max(1) as f64;
     assert!(usual.interactive_steps > 50, "{usual:?}");
     assert!(share(&usual) > 0.3, "the usual mode queues batch requests: {usual:?}");
-    // In the background it leaves room for them and queues none of its own while they are there.
+    // In the background it leaves room for them and queues none of its own while they are there
+    // (but for the few steps of its ramp before a queue shows the engine's capacity: 3 of 179
+    // steps on an idle machine, 10 of 189 on a loaded one).
     let background = batch_beside_interactive_traffic(&["--background"]).await;
     assert!(background.interactive_steps > 50, "{background:?}");
-    assert!(share(&background) < 0.05, "background mode queued batch requests beside interactive ones: {background:?}");
+    assert!(
+        share(&background) < 0.1 && share(&background) * 5.0 < share(&usual),
+        "background mode queued batch requests beside interactive ones: usual {usual:?}, background {background:?}"
+    );
     assert!(
         background.interactive_waiting_steps * 2 < usual.interactive_waiting_steps.max(1),
         "interactive requests waited for a slot: usual {usual:?}, background {background:?}"
