@@ -70,6 +70,7 @@ fn harness() -> &'static Harness {
                 // No key exists and the caller is on loopback: answered as an anonymous admin.
                 auth: Arc::default(),
                 batch_cache: Arc::default(),
+                disk: vllm_batch_store::DiskGuard::off(),
             };
             vllm_batch_api::router(state)
         });
