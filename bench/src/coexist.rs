@@ -84,9 +84,8 @@ async fn interactive(base: &str, model: &str, opts: &Options, seed: u64) -> Inte
             let sent = Instant::now();
             let ttft = async {
                 let mut resp = http.post(url).json(&body).send().await.ok()?.error_for_status().ok()?;
-                let first = resp.chunk().await.ok()??;
+                resp.chunk().await.ok()??;
                 let ttft = sent.elapsed().as_secs_f64() * 1000.0;
-                let _ = first;
                 while resp.chunk().await.ok()?.is_some() {}
                 Some(ttft)
             };

@@ -14,12 +14,19 @@ use crate::support::*;
 
 const CHAT: &str = "/v1/chat/completions";
 
-fn serve_expiring(sim: &SimHandle, dir: &Path, extra: &[&str]) -> Proc {
+const MIN_EXPIRY_1S: (&str, &str) = ("VLLM_BATCH_TEST_MIN_FILE_EXPIRY_SECONDS", "1");
+
+/// `serve` on `sim` with a collector pass every 300 ms, `extra` arguments and `env`.
+fn serve_collecting(sim: &SimHandle, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
     let upstream = sim.base_url();
     let mut args = vec!["--upstream", upstream.as_str(), "--gc-interval", "300ms"];
     args.extend_from_slice(FAST);
     args.extend_from_slice(extra);
-    Proc::start_with_env("serve", dir, &args, &[("VLLM_BATCH_TEST_MIN_FILE_EXPIRY_SECONDS", "1")])
+    Proc::start_with_env("serve", dir, &args, env)
+}
+
+fn serve_expiring(sim: &SimHandle, dir: &Path, extra: &[&str]) -> Proc {
+    serve_collecting(sim, dir, extra, &[MIN_EXPIRY_1S])
 }
 
 async fn upload_with(c: &Client, content: &str, purpose: &str, fields: &[(&str, &str)]) -> Answer {
@@ -151,11 +158,8 @@ async fn the_collector_removes_what_killed_processes_left_and_never_what_is_live
     // Lines of 300 ms, 2 at a time: the second batch runs for several collector passes.
     let sim = sim(SimConfig { max_num_seqs: 2, base_latency_ms: 300, ..SimConfig::default() }).await;
     let dir = tempfile::tempdir().unwrap();
-    let upstream = sim.base_url();
-    let mut args = vec!["--upstream", upstream.as_str(), "--gc-interval", "300ms"];
-    args.extend_from_slice(FAST);
-    args.extend_from_slice(&["--concurrency", "fixed", "--max-in-flight", "2", "--chunk-size", "4"]);
-    let app = Proc::start_with_env("serve", dir.path(), &args, &[("VLLM_BATCH_TEST_ABANDONED_UPLOAD_SECONDS", "2")]);
+    let extra = ["--concurrency", "fixed", "--max-in-flight", "2", "--chunk-size", "4"];
+    let app = serve_collecting(&sim, dir.path(), &extra, &[("VLLM_BATCH_TEST_ABANDONED_UPLOAD_SECONDS", "2")]);
     let c = &app.client();
     let root = dir.path().join("files");
 
@@ -225,13 +229,10 @@ async fn the_collector_removes_what_killed_processes_left_and_never_what_is_live
 async fn a_collector_killed_mid_pass_loses_nothing_live() {
     let sim = sim(SimConfig { max_num_seqs: 2, base_latency_ms: 200, ..SimConfig::default() }).await;
     let dir = tempfile::tempdir().unwrap();
-    let upstream = sim.base_url();
-    let mut args = vec!["--upstream", upstream.as_str(), "--gc-interval", "300ms"];
-    args.extend_from_slice(FAST);
-    args.extend_from_slice(&["--concurrency", "fixed", "--max-in-flight", "2"]);
+    let extra = ["--concurrency", "fixed", "--max-in-flight", "2"];
     // Each removal is followed by a 400 ms pause, so the kill lands inside a pass.
-    let env = [("VLLM_BATCH_TEST_MIN_FILE_EXPIRY_SECONDS", "1"), ("VLLM_BATCH_TEST_GC_STEP_DELAY_MS", "400")];
-    let mut app = Proc::start_with_env("serve", dir.path(), &args, &env);
+    let env = [MIN_EXPIRY_1S, ("VLLM_BATCH_TEST_GC_STEP_DELAY_MS", "400")];
+    let mut app = serve_collecting(&sim, dir.path(), &extra, &env);
     let c = app.client();
     let mut expiring = Vec::new();
     for _ in 0..8 {
@@ -253,8 +254,8 @@ async fn a_collector_killed_mid_pass_loses_nothing_live() {
 
     // Killed between a row and its body, a body is left without a row: the restarted collector
     // removes those once idle for the abandonment age (1 s here instead of an hour).
-    let env = [env[0], ("VLLM_BATCH_TEST_ABANDONED_UPLOAD_SECONDS", "1")];
-    let app = Proc::start_with_env("serve", dir.path(), &args, &env);
+    let env = [MIN_EXPIRY_1S, ("VLLM_BATCH_TEST_ABANDONED_UPLOAD_SECONDS", "1")];
+    let app = serve_collecting(&sim, dir.path(), &extra, &env);
     let c = app.client();
     for id in &expiring {
         // The last uploads may expire only now.
@@ -326,7 +327,7 @@ async fn an_input_that_expires_before_validation_still_runs_its_batch() {
     let dir = tempfile::tempdir().unwrap();
     migrate(dir.path(), &[]);
     let upstream = sim.base_url();
-    let env = [("VLLM_BATCH_TEST_MIN_FILE_EXPIRY_SECONDS", "1")];
+    let env = [MIN_EXPIRY_1S];
     let api = Proc::start_with_env("api", dir.path(), &["--upstream", upstream.as_str()], &env);
     let c = &api.client();
     let n = 5;

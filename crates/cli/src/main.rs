@@ -277,10 +277,7 @@ fn state(
             max_open_batches_per_key: http.max_open_batches_per_key,
             file_retention_s: storage.file_retention.0.map(|d| d.as_secs() as i64),
             // OpenAI's shortest expiry; the test suite lowers it to see files expire.
-            min_file_expiry_s: std::env::var("VLLM_BATCH_TEST_MIN_FILE_EXPIRY_SECONDS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(3600),
+            min_file_expiry_s: test_hook("VLLM_BATCH_TEST_MIN_FILE_EXPIRY_SECONDS").unwrap_or(3600),
         },
         wake,
         gpus,
@@ -324,16 +321,15 @@ fn worker_config(w: &WorkerArgs, storage: &StorageArgs) -> WorkerConfig {
         upstream_priority: w.upstream_priority,
         background: w.background,
         // Test hooks: a shorter age for abandoned uploads, a pause per object collected.
-        gc_abandoned_after: std::env::var("VLLM_BATCH_TEST_ABANDONED_UPLOAD_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_secs),
-        gc_step_delay: std::env::var("VLLM_BATCH_TEST_GC_STEP_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or_default(),
+        gc_abandoned_after: test_hook("VLLM_BATCH_TEST_ABANDONED_UPLOAD_SECONDS").map(Duration::from_secs),
+        gc_step_delay: test_hook("VLLM_BATCH_TEST_GC_STEP_DELAY_MS").map(Duration::from_millis).unwrap_or_default(),
     }
+}
+
+/// A hidden test hook: the environment variable `name`, when set and parsable (tests/README.md
+/// lists them).
+fn test_hook<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok()?.parse().ok()
 }
 
 async fn serve_api(http: &HttpArgs, state: AppState, shutdown: CancellationToken) -> Result<()> {

@@ -52,10 +52,10 @@ async fn fresh_pg_database() -> Option<String> {
 }
 
 /// A new batch, validating, of `file`.
-async fn new_batch(store: &dyn Store, file: FileId) -> BatchId {
-    let id = BatchId::generate();
-    let new = NewBatch {
-        id: id.clone(),
+/// A chat batch over `file`, as `POST /v1/batches` makes it.
+fn batch_on(file: FileId) -> NewBatch {
+    NewBatch {
+        id: BatchId::generate(),
         endpoint: "/v1/chat/completions".parse().unwrap(),
         input_file_id: file,
         completion_window: "24h".parse().unwrap(),
@@ -64,9 +64,13 @@ async fn new_batch(store: &dyn Store, file: FileId) -> BatchId {
         created_at: unix_now(),
         owner: None,
         priority: None,
-    };
+    }
+}
+
+async fn new_batch(store: &dyn Store, file: FileId) -> BatchId {
+    let new = batch_on(file);
     store.insert_batch(&new).await.unwrap().expect("the input file exists");
-    id
+    new.id
 }
 
 /// A file row of purpose `batch`, expiring at `expires_at` (Unix seconds).
@@ -392,19 +396,9 @@ async fn expiry_and_the_collectors_lease_on(store: &dyn Store) {
     }
     // A batch starts only on a file that has not expired; this one expires while it runs.
     let batch = new_batch(store, read_by_batch.id.parse().unwrap()).await;
-    let refused = NewBatch {
-        id: BatchId::generate(),
-        endpoint: "/v1/chat/completions".parse().unwrap(),
-        input_file_id: gone.id.parse().unwrap(),
-        completion_window: "24h".parse().unwrap(),
-        metadata: None,
-        output_expires_after: None,
-        created_at: unix_now(),
-        owner: None,
-        priority: None,
-    };
+    let refused = batch_on(gone.id.parse().unwrap());
     assert!(store.insert_batch(&refused).await.unwrap().is_none(), "a batch on an expired file");
-    let missing = NewBatch { id: BatchId::generate(), input_file_id: FileId::generate(), ..refused };
+    let missing = batch_on(FileId::generate());
     assert!(store.insert_batch(&missing).await.unwrap().is_none(), "a batch on a missing file");
     tokio::time::sleep(Duration::from_millis(3_100)).await;
     set_offset_ms(-5 * 60 * 1000);

@@ -379,10 +379,11 @@ impl Background {
 /// The next limit in background mode: the upstream's other traffic comes first.
 ///
 /// Until the upstream has shown its capacity (a queue formed), the ordinary controller's
-/// `normal` limit: from `--min-in-flight`, doubling while nothing waits, until one does. Then at most that capacity, less room for others:
-/// the most others had lately plus half as much again (at least one more), so that an
-/// interactive request finds a free slot instead of waiting behind ours; and while anything
-/// waits with others present, below what the upstream runs, so none of ours stay in its queue.
+/// `normal` limit: from `--min-in-flight`, doubling while nothing waits, until one does. Then
+/// at most that capacity, less room for others: the most others had lately plus half as much
+/// again (at least one more), so that an interactive request finds a free slot instead of
+/// waiting behind ours; and while anything waits with others present, below what the upstream
+/// runs, so none of ours stay in its queue.
 /// Alone on the upstream, the whole capacity — without the ordinary controller's short queue,
 /// which would put an arriving interactive request behind ours — and, once 30 s passed without
 /// a queue, an eighth more to learn whether it grew.

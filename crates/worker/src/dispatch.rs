@@ -45,8 +45,8 @@ pub(crate) enum Outcome {
 /// One attempt's result.
 enum Attempt {
     Done(Outcome),
-    /// A 400 saying the upstream does not take `priority` (vLLM without `--scheduling-policy
-    /// priority`): sent again without it.
+    /// A 400 saying the upstream does not take `priority` (vLLM releases before 0.32 without
+    /// `--scheduling-policy priority`): sent again without it.
     PriorityRefused(String),
     Transient {
         /// What went wrong, which labels the retry and error metrics.
@@ -121,9 +121,10 @@ enum Blame {
 /// in-flight slot only while a request is actually on the wire.
 pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome {
     let health = s.router.upstreams.health();
-    // vLLM's default priority is 0: sending it changes nothing, and a vLLM without priority
-    // scheduling takes it.
-    let priority = state.lease.priority.or(s.config.upstream_priority).filter(|p| *p != 0);
+    // vLLM's default priority is 0: sending it changes nothing, and any vLLM takes it. The body
+    // with the priority is made once, for every attempt to an upstream that takes it.
+    let prioritized =
+        state.lease.priority.or(s.config.upstream_priority).filter(|p| *p != 0).map(|p| with_priority(&body, p));
     let mut attempt: u32 = 0;
     // Waits after failures that spent no retry (the server unreachable before it is known down).
     let mut unspent: u32 = 0;
@@ -151,12 +152,8 @@ pub(crate) async fn send(s: &Shared, state: &ChunkState, body: Bytes) -> Outcome
         let in_flight = metrics().upstream_in_flight.with_label_values(&[&upstream.to_string()]);
         in_flight.inc();
         let started = std::time::Instant::now();
-        let priority = priority.filter(|_| s.router.takes_priority(upstream));
-        let sent = match priority {
-            Some(p) => with_priority(&body, p),
-            None => body.clone(),
-        };
-        let result = attempt_once(s, &url, sent, priority.is_some()).await;
+        let sent = prioritized.as_ref().filter(|_| s.router.takes_priority(upstream));
+        let result = attempt_once(s, &url, sent.unwrap_or(&body).clone(), sent.is_some()).await;
         let took = started.elapsed();
         metrics().inference_duration.observe(took.as_secs_f64());
         s.router.limits()[upstream].record(took);

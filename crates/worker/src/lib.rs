@@ -199,10 +199,10 @@ async fn claim_turn(s: Arc<Shared>, chunks: &mut JoinSet<()>) -> Turn {
             error!(error = %e, "chunk task failed");
         }
     }
-    // The limits move under the adaptive controller: so does how far claiming runs ahead.
     if !disk_has_room(&s) {
         return Turn::Idle;
     }
+    // The limits move under the adaptive controller: so does how far claiming runs ahead.
     let capacity = s.router.total_capacity();
     let room = s.backlog.load(Ordering::Acquire) < capacity as i64
         && dispatching(&s) < s.config.max_held_chunks(capacity)
@@ -234,9 +234,6 @@ async fn claim_turn(s: Arc<Shared>, chunks: &mut JoinSet<()>) -> Turn {
     }
 }
 
-/// Held chunks with lines not yet dispatched. Claiming ahead is bounded by these (and the
-/// backlog): a chunk whose lines are all on the wire delays no other batch, however long its
-/// slowest request takes.
 /// Whether the data folder has room above its margin for work that writes (a chunk's parts, a
 /// batch's output files). Under it, that work waits — it is not failed — and is claimed again
 /// once space returns; the change is logged each way.
@@ -252,6 +249,9 @@ pub(crate) fn disk_has_room(s: &Shared) -> bool {
     !low
 }
 
+/// Held chunks with lines not yet dispatched. Claiming ahead is bounded by these (and the
+/// backlog): a chunk whose lines are all on the wire delays no other batch, however long its
+/// slowest request takes.
 fn dispatching(s: &Shared) -> usize {
     s.held.lock().unwrap().values().filter(|c| c.has_lines_to_send()).count()
 }

@@ -20,8 +20,8 @@ pub(crate) struct Router {
     started: std::time::Instant,
     /// Models already reported loaded once (their load duration is set once).
     seen: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
-    /// Per upstream: it refused a request's `priority` (vLLM without `--scheduling-policy
-    /// priority`), so none is sent to it any more.
+    /// Per upstream: it refused a request's `priority` (an older vLLM without
+    /// `--scheduling-policy priority`), so none is sent to it any more.
     priority_refused: Arc<Vec<std::sync::atomic::AtomicBool>>,
 }
 
