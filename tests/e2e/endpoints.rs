@@ -53,5 +53,55 @@ async fn each_endpoint_is_routed_to_its_upstream_route() {
 
     let out = run(c, "/v1/rerank", vec![json!({"model": MODEL, "query": "q", "documents": ["x", "y"]})]).await;
     assert_eq!(out[0]["response"]["body"]["results"].as_array().unwrap().len(), 2);
-    assert_eq!(sim.stats().responses_ok, 5);
+
+    let out = run(
+        c,
+        "/v1/responses",
+        vec![
+            json!({"model": MODEL, "input": "tell me", "max_output_tokens": 4}),
+            json!({"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_text", "text": "parts"}]}]}),
+        ],
+    )
+    .await;
+    let body = &out[0]["response"]["body"];
+    assert_eq!(body["object"], "response", "{body}");
+    assert_eq!(body["output"][0]["content"][0]["text"], "echo: tell me");
+    assert_eq!(out[1]["response"]["body"]["output"][0]["content"][0]["text"], "echo: parts");
+    assert_eq!(sim.stats().responses_ok, 7);
+}
+
+/// `/v1/responses` answers carry `usage` in the Responses API's names (`input_tokens`,
+/// `output_tokens`): the batch's `usage` sums them as it does chat answers' `prompt_tokens`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responses_batch_sums_the_responses_usage() {
+    let sim = default_sim().await;
+    let app = serve(&sim, &[]);
+    let c = &app.client;
+    let content: String = (0..4)
+        .map(|i| {
+            let body = json!({"model": MODEL, "input": format!("question {i} here"), "max_output_tokens": 5});
+            json!({"custom_id": format!("r{i}"), "method": "POST", "url": "/v1/responses", "body": body}).to_string()
+                + "\n"
+        })
+        .collect();
+    let file = c.upload(&content).await;
+    let b = c.create_batch(&file, "/v1/responses", "24h").await;
+    let done = c.wait_terminal(b["id"].as_str().unwrap(), MINUTE).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (out, err) = c.results(&done).await;
+    assert!(err.is_empty(), "{err:?}");
+    let sum = |f: &str| out.iter().map(|l| l["response"]["body"]["usage"][f].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(sum("output_tokens"), 20);
+    assert_eq!(done["usage"]["output_tokens"], 20, "{done}");
+    assert_eq!(done["usage"]["input_tokens"], sum("input_tokens"), "{done}");
+    assert_eq!(done["usage"]["total_tokens"], sum("total_tokens"), "{done}");
+
+    // A line for another endpoint is refused by validation, naming its line, as for any endpoint.
+    let bad = json!({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {"model": MODEL}});
+    let file = c.upload(&(bad.to_string() + "\n")).await;
+    let b = c.create_batch(&file, "/v1/responses", "24h").await;
+    let failed = c.wait_terminal(b["id"].as_str().unwrap(), MINUTE).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["errors"]["data"][0]["code"], "invalid_url", "{failed}");
+    assert_eq!(failed["errors"]["data"][0]["line"], 1, "{failed}");
 }

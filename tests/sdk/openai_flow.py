@@ -266,6 +266,40 @@ class Flow:
               (self.batch.usage.input_tokens, self.batch.usage.output_tokens) == (usage_in, usage_out),
               ((self.batch.usage.input_tokens, self.batch.usage.output_tokens), (usage_in, usage_out)))
 
+    # 2b. A batch of OpenAI Responses API requests (`/v1/responses`).
+    def responses_batch(self):
+        prompts = {f"resp-{i}": f"responses prompt {i}" for i in range(3)}
+        lines = [
+            json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/responses",
+                        "body": {"model": MODEL, "input": [{"role": "user", "content": p}], "max_output_tokens": 6}})
+            for cid, p in prompts.items()
+        ]
+        fid = upload(self.client, ("\n".join(lines) + "\n").encode(), "responses.jsonl").id
+        b = self.client.batches.create(input_file_id=fid, endpoint="/v1/responses", completion_window="24h")
+        check("batches.create(endpoint='/v1/responses') echoes it", b.endpoint == "/v1/responses", b.endpoint)
+        b = wait_terminal(self.client, b.id, "responses batch")
+        check("responses batch completed", b.status == "completed", f"{b.status}; errors={b.errors}")
+        check_counts(b, "responses batch", 3, 3, 0)
+        null_field(b, "error_file_id", "responses batch.error_file_id")
+        lines, _ = read_jsonl(self.client, b.output_file_id, "responses output")
+        check("responses output has 3 lines", len(lines) == 3, len(lines))
+        usage_in = usage_out = 0
+        for line in lines:
+            cid = line.get("custom_id")
+            check(f"{cid} is one of the input's custom_ids", cid in prompts, cid)
+            check(f"{cid} status_code is 200", line["response"]["status_code"] == 200, line["response"])
+            # The SDK's own Response type parses the answer.
+            r = openai.types.responses.Response.model_validate(line["response"]["body"])
+            check(f"{cid} body is a response object", r.object == "response", r.object)
+            check(f"{cid} output_text echoes its prompt", r.output_text == "echo: " + prompts[cid], r.output_text)
+            check(f"{cid} usage in the Responses API's names", r.usage.input_tokens > 0 and r.usage.output_tokens > 0,
+                  r.usage)
+            usage_in += r.usage.input_tokens
+            usage_out += r.usage.output_tokens
+        i, o = check_usage(b, "responses batch")
+        check("responses batch.usage sums the answers' input/output tokens", (i, o) == (usage_in, usage_out),
+              ((i, o), (usage_in, usage_out)))
+
     # 3. Listing batches with cursor pagination.
     def batches_list(self):
         data, _ = chat_lines(1, "page")
@@ -400,6 +434,7 @@ def main():
         ("batches.create", flow.batches_create),
         ("batches.retrieve until terminal", flow.batches_poll),
         ("files.content of the output", flow.batch_output),
+        ("a /v1/responses batch", flow.responses_batch),
         ("batches.list pagination", flow.batches_list),
         ("batches.cancel", flow.batches_cancel),
         ("error types", flow.errors),

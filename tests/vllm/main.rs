@@ -532,3 +532,49 @@ async fn the_real_vllm_takes_a_priority_without_priority_scheduling() {
         app.logs().into_iter().filter(|l| l.contains("does not take request priorities")).collect();
     assert!(warning.is_empty(), "vLLM took the priority: {warning:?}");
 }
+
+/// A `/v1/responses` batch (OpenAI's Responses API, which vLLM serves): every line answered by
+/// vLLM's own `response` object, the batch's `usage` summed from the Responses API's names; a
+/// line asking for `background` gets vLLM's own 400 in the error file (no response store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responses_batch_is_answered_by_vllm_itself() {
+    let Some(guard) = real_vllm().await else { return };
+    let vllm = guard.as_ref().unwrap();
+    let (app, _dir) = serve_on(vllm, &[]);
+    let api = app.base.clone().unwrap();
+
+    let mut lines: Vec<Value> = (0..8)
+        .map(|i| {
+            let body = json!({"model": SERVED, "input": PROMPTS[i], "max_output_tokens": 6 + i, "temperature": 0});
+            json!({"custom_id": format!("resp-{i}"), "method": "POST", "url": "/v1/responses", "body": body})
+        })
+        .collect();
+    lines.push(json!({"custom_id": "background", "method": "POST", "url": "/v1/responses",
+                      "body": {"model": SERVED, "input": "hello", "background": true}}));
+    let id = submit(&api, &lines, "/v1/responses").await;
+    let (batch, out, err) = finish(&api, &id).await;
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(out.len(), 8, "{err:?}");
+    let (mut input, mut output) = (0, 0);
+    for line in &out {
+        let body = &line["response"]["body"];
+        assert_eq!(line["response"]["status_code"], 200, "{line}");
+        assert_eq!(body["object"], "response", "{line}");
+        assert!(body["id"].as_str().unwrap().starts_with("resp_"), "vLLM's own id: {line}");
+        assert_eq!(body["model"], SERVED, "{line}");
+        let text = body["output"][0]["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(!text.trim().is_empty(), "an answer with text: {line}");
+        let i: usize = line["custom_id"].as_str().unwrap()[5..].parse().unwrap();
+        let generated = body["usage"]["output_tokens"].as_u64().unwrap();
+        assert!(generated >= 1 && generated as usize <= 6 + i, "within max_output_tokens: {line}");
+        input += body["usage"]["input_tokens"].as_u64().unwrap();
+        output += generated;
+    }
+    assert_eq!(batch["usage"]["input_tokens"], input, "{}", batch["usage"]);
+    assert_eq!(batch["usage"]["output_tokens"], output, "{}", batch["usage"]);
+    assert_eq!(batch["usage"]["total_tokens"], input + output, "{}", batch["usage"]);
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert_eq!(err[0]["custom_id"], "background");
+    assert_eq!(err[0]["response"]["status_code"], 400, "{}", err[0]);
+    assert_eq!(err[0]["error"]["code"], "invalid_request", "{}", err[0]);
+}

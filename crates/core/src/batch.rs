@@ -76,11 +76,19 @@ pub enum Endpoint {
     Embeddings,
     Score,
     Rerank,
+    /// OpenAI's Responses API (`/v1/responses`), which vLLM serves too.
+    Responses,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 5] =
-        [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Score, Endpoint::Rerank];
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Score,
+        Endpoint::Rerank,
+        Endpoint::Responses,
+    ];
 
     /// The path as clients write it, e.g. `/v1/chat/completions`.
     pub fn as_str(self) -> &'static str {
@@ -90,6 +98,7 @@ impl Endpoint {
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Score => "/v1/score",
             Endpoint::Rerank => "/v1/rerank",
+            Endpoint::Responses => "/v1/responses",
         }
     }
 

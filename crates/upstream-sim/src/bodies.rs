@@ -1,5 +1,5 @@
-//! Request validation and deterministic response bodies for the five
-//! inference endpoints (chat, completions, embeddings, score, rerank).
+//! Request validation and deterministic response bodies for the six
+//! inference endpoints (chat, completions, embeddings, score, rerank, responses).
 //!
 //! Bodies echo the request (`"echo: " + input`) or derive values from a hash
 //! of it (see [`crate::det`]), so a test can tell which request a response
@@ -20,6 +20,7 @@ pub(crate) enum Endpoint {
     Embeddings,
     Score,
     Rerank,
+    Responses,
 }
 
 impl Endpoint {
@@ -31,6 +32,7 @@ impl Endpoint {
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Score => "/v1/score",
             Endpoint::Rerank => "/v1/rerank",
+            Endpoint::Responses => "/v1/responses",
         }
     }
 }
@@ -53,6 +55,7 @@ pub(crate) fn build(endpoint: Endpoint, req: &Value, model: &str) -> Result<Prep
         Endpoint::Embeddings => embeddings(req, model),
         Endpoint::Score => score(req, model),
         Endpoint::Rerank => rerank(req, model),
+        Endpoint::Responses => responses(req, model),
     }
 }
 
@@ -278,6 +281,84 @@ fn rerank(req: &Value, model: &str) -> Result<Prepared, String> {
     Ok(Prepared { body, prompt_tokens, completion_tokens: 0 })
 }
 
+/// The texts of a Responses API `input`: a string, or an array of messages (`{"role",
+/// "content"}`, content a string or parts) and other items (their `text`, if any).
+fn response_input(req: &Value) -> Result<Vec<String>, String> {
+    match required(req, "input")? {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) if !items.is_empty() => Ok(items
+            .iter()
+            .map(|item| match item.get("content") {
+                Some(content) => message_text(Some(content)),
+                None => item.get("text").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            })
+            .collect()),
+        _ => Err("input: expected a string or a non-empty array of input items".into()),
+    }
+}
+
+/// OpenAI's Responses API as vLLM answers it (0.32): a `response` object whose `output` holds
+/// one assistant message, with `usage` in the Responses API's names (`input_tokens`,
+/// `output_tokens`). Without a response store (vLLM's default) `background` is refused, as vLLM
+/// does; `store` is accepted and ignored.
+fn responses(req: &Value, model: &str) -> Result<Prepared, String> {
+    let texts = response_input(req)?;
+    if req.get("background").and_then(Value::as_bool) == Some(true) {
+        return Err("This vLLM engine does not support `store=True` and therefore does not support the background \
+                    mode. To enable these features, set the environment variable \
+                    `VLLM_ENABLE_RESPONSES_API_STORE=1` when launching the vLLM server."
+            .into());
+    }
+    let mut all: Vec<&str> = texts.iter().map(String::as_str).collect();
+    if let Some(instructions) = req.get("instructions").and_then(Value::as_str) {
+        all.push(instructions);
+    }
+    let prompt_tokens = det::prompt_tokens(all.into_iter());
+    let completion_tokens =
+        req.get("max_output_tokens").and_then(Value::as_u64).unwrap_or(DEFAULT_COMPLETION_TOKENS);
+    let text = format!("echo: {}", texts.last().map(String::as_str).unwrap_or(""));
+    let body = json!({
+        "id": format!("resp_{}", &det::random_hex32()[..16]),
+        "created_at": created(),
+        "incomplete_details": null,
+        "instructions": req.get("instructions").cloned().unwrap_or(Value::Null),
+        "metadata": req.get("metadata").cloned().unwrap_or(Value::Null),
+        "model": model,
+        "object": "response",
+        "output": [{
+            "id": format!("msg_{}", &det::random_hex32()[..16]),
+            "content": [{"annotations": [], "text": text, "type": "output_text", "logprobs": null}],
+            "role": "assistant",
+            "status": "completed",
+            "type": "message",
+        }],
+        "parallel_tool_calls": true,
+        "temperature": req.get("temperature").cloned().unwrap_or(json!(1.0)),
+        "tool_choice": "none",
+        "tools": [],
+        "top_p": req.get("top_p").cloned().unwrap_or(json!(1.0)),
+        "background": false,
+        "max_output_tokens": req.get("max_output_tokens").cloned().unwrap_or(Value::Null),
+        "previous_response_id": null,
+        "reasoning": null,
+        "service_tier": "auto",
+        "status": "completed",
+        "text": null,
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": prompt_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0, "input_tokens_per_turn": [],
+                                     "cached_tokens_per_turn": []},
+            "output_tokens": completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0, "tool_output_tokens": 0, "output_tokens_per_turn": [],
+                                      "tool_output_tokens_per_turn": []},
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "user": null,
+    });
+    Ok(Prepared { body, prompt_tokens, completion_tokens })
+}
+
 /// The two server-sent-event payloads of a streamed answer (`"stream": true` on the chat or
 /// completions endpoint), made from its whole `body`: the first token's chunk (the role and
 /// the first word), then the rest with the finish reason. vLLM sends one chunk per token; two
@@ -346,5 +427,23 @@ mod tests {
         let doc = ["a", "b", "c"][i];
         assert_eq!(r[0]["document"]["text"], doc);
         assert_eq!(r[0]["relevance_score"].as_f64().unwrap(), det::score_for("q", doc));
+    }
+
+    #[test]
+    fn responses_answer_in_vllms_shape() {
+        let req = json!({"input": [{"role": "user", "content": [{"type": "input_text", "text": "a b"}]}],
+                         "max_output_tokens": 3});
+        let p = build(Endpoint::Responses, &req, "m").unwrap();
+        assert_eq!(p.body["object"], "response");
+        assert_eq!(p.body["status"], "completed");
+        assert_eq!(p.body["output"][0]["content"][0]["text"], "echo: a b");
+        assert_eq!(p.body["usage"]["output_tokens"], 3);
+        assert_eq!(p.body["usage"]["input_tokens"], 2);
+        assert_eq!(p.body["usage"]["total_tokens"], 5);
+        assert!(p.body["id"].as_str().unwrap().starts_with("resp_"));
+        assert_eq!(build(Endpoint::Responses, &json!({"input": "x"}), "m").unwrap().completion_tokens, 16);
+        assert!(build(Endpoint::Responses, &json!({}), "m").unwrap_err().contains("input"));
+        let background = build(Endpoint::Responses, &json!({"input": "x", "background": true}), "m");
+        assert!(background.unwrap_err().contains("VLLM_ENABLE_RESPONSES_API_STORE"));
     }
 }

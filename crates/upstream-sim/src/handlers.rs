@@ -35,7 +35,14 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route("/sim/stats", get(|State(st): State<Arc<SimState>>| async move { Json(st.snapshot()) }))
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/version", get(|| async { Json(json!({"version": "upstream-sim"})) }));
-    for ep in [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Score, Endpoint::Rerank] {
+    for ep in [
+        Endpoint::Chat,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Score,
+        Endpoint::Rerank,
+        Endpoint::Responses,
+    ] {
         r = r.route(
             ep.path(),
             post(move |State(st): State<Arc<SimState>>, body: Bytes| async move { inference(st, ep, body).await }),

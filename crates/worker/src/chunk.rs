@@ -445,17 +445,19 @@ impl PartWriter {
     }
 }
 
+/// An upstream answer's `usage`, in the chat/completions names or the Responses API's
+/// (`input_tokens`, `output_tokens` and their details).
 #[derive(Deserialize, Default)]
 struct WireUsage {
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens")]
     prompt_tokens: i64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     completion_tokens: i64,
     #[serde(default)]
     total_tokens: i64,
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens_details")]
     prompt_tokens_details: Option<Details>,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens_details")]
     completion_tokens_details: Option<Details>,
 }
 
@@ -504,5 +506,21 @@ mod tests {
         assert_eq!(&lines[0].1[..], b"{\"x\": 1}");
         assert_eq!(lines[1].0, "b");
         assert_eq!(&lines[1].1[..], b"{\"y\":[2]}");
+    }
+
+    #[test]
+    fn usage_is_read_in_both_the_chat_and_the_responses_names() {
+        let mut u = Usage::default();
+        let chat = br#"{"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8,
+            "prompt_tokens_details":{"cached_tokens":2}}}"#;
+        assert_eq!(add_usage(&mut u, chat), 3);
+        // vLLM's /v1/responses answer (0.32), trimmed.
+        let responses = br#"{"object":"response","usage":{"input_tokens":32,
+            "input_tokens_details":{"cached_tokens":1,"cache_write_tokens":0},"output_tokens":8,
+            "output_tokens_details":{"reasoning_tokens":4,"tool_output_tokens":0},"total_tokens":40}}"#;
+        assert_eq!(add_usage(&mut u, responses), 8);
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (37, 11, 48));
+        assert_eq!(u.input_tokens_details.cached_tokens, 3);
+        assert_eq!(u.output_tokens_details.reasoning_tokens, 4);
     }
 }
