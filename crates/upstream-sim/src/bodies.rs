@@ -313,9 +313,8 @@ fn responses(req: &Value, model: &str) -> Result<Prepared, String> {
     if let Some(instructions) = req.get("instructions").and_then(Value::as_str) {
         all.push(instructions);
     }
-    let prompt_tokens = det::prompt_tokens(all.into_iter());
-    let completion_tokens =
-        req.get("max_output_tokens").and_then(Value::as_u64).unwrap_or(DEFAULT_COMPLETION_TOKENS);
+    let prompt_tokens = det::prompt_tokens(all);
+    let completion_tokens = req.get("max_output_tokens").and_then(Value::as_u64).unwrap_or(DEFAULT_COMPLETION_TOKENS);
     let text = format!("echo: {}", texts.last().map(String::as_str).unwrap_or(""));
     let body = json!({
         "id": format!("resp_{}", &det::random_hex32()[..16]),
