@@ -1,8 +1,8 @@
 // Headless Chromium drives vllm-batch's web status page (run by tests/e2e/web.rs, which starts
 // the server, a slow simulated vLLM, Prometheus and the batches). It loads `/`, watches the
 // running batch's completed count grow, checks the system panel shows Prometheus's figures,
-// sends an API key, opens the batch's detail view, cancels it, downloads its output, opens a
-// batch that failed validation, and writes screenshots to OUT_DIR.
+// sends an API key, opens the batch's detail view, saves its results so far, cancels it,
+// downloads its output, opens a batch that failed validation, and writes screenshots to OUT_DIR.
 //
 // Environment: BASE_URL, BATCH_ID (a batch running for ~20 s), FAILED_BATCH_ID (optional: a
 // batch that failed validation on line 2), EXPECT_PROMETHEUS=1 (optional), EXPECT_GPUS (optional:
@@ -119,6 +119,19 @@ try {
   }
   if ((await detail.locator('b, img').count()) > 0) throw new Error('metadata was rendered as markup');
   if (await page.evaluate(() => window.__xss)) throw new Error('metadata ran as script');
+
+  // Results so far, while the batch runs: the output lines that exist, whole and distinct.
+  const soFarButton = page.locator('#results-so-far');
+  await soFarButton.waitFor();
+  const [partial] = await Promise.all([page.waitForEvent('download'), soFarButton.click()]);
+  const partialPath = path.join(OUT_DIR, 'output-so-far.jsonl');
+  await partial.saveAs(partialPath);
+  const partialText = readFileSync(partialPath, 'utf8');
+  if (partialText && !partialText.endsWith('\n')) throw new Error('results so far end mid-line');
+  const partialIds = partialText.split('\n').filter(Boolean).map((l) => JSON.parse(l).custom_id);
+  if (partialIds.length === 0) throw new Error('no results so far while the batch runs');
+  if (new Set(partialIds).size !== partialIds.length) throw new Error('results so far repeat a line');
+  log(`results so far: ${partial.suggestedFilename()}: ${partialIds.length} lines`);
 
   // Cancel: the button asks for a second click.
   const cancel = page.locator('#cancel-button');

@@ -3,6 +3,7 @@
 //! the downloaded files and the exit codes; runs under tmux (a real pseudo-terminal) check the
 //! live progress bar and the Ctrl-C prompt, and save the screen to `tests/out/cli-progress.txt`.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -484,4 +485,77 @@ async fn ctrl_c_on_a_terminal_asks_and_cancels() {
     if !out.is_empty() {
         assert_eq!(jsonl(&dir.path().join("requests.output.jsonl")), out);
     }
+}
+
+/// A batch of `n` lines that runs for seconds, in chunks of 5 (results arrive as it runs).
+async fn slow_chunked_batch(n: usize) -> (SimHandle, App, String) {
+    let sim = sim(SimConfig { max_num_seqs: 2, base_latency_ms: 250, ..SimConfig::default() }).await;
+    let app = serve(&sim, &["--chunk-size", "5", "--max-in-flight", "2", "--concurrency", "fixed"]);
+    let id = app.client.submit(&chat_lines(n)).await;
+    (sim, app, id)
+}
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_results_follow_survives_a_kill_and_restart() {
+    let (_sim, app, id) = slow_chunked_batch(60).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("so-far.jsonl");
+    let args = ["batches", "results", &id, "--follow", "-o", path_str(&file)];
+    let mut first = command(&app, &args).spawn().unwrap();
+    let deadline = Instant::now() + MINUTE;
+    while lines_in(&file) < 10 {
+        assert!(Instant::now() < deadline, "no lines arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await.unwrap();
+    assert_eq!(app.client.batch(&id).await["status"], "in_progress", "stopped while the batch ran");
+    let sidecar = dir.path().join("so-far.jsonl.cursor");
+    assert!(sidecar.exists(), "the cursor is kept beside the file");
+    // As if killed between an append and its cursor: lines past the recorded length go.
+    std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"{\"custom_id\": \"torn").unwrap();
+
+    let o = cli(&app, &args).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let batch = app.client.wait_terminal(&id, MINUTE).await;
+    let expected = app.client.content(batch["output_file_id"].as_str().unwrap()).await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), expected, "nothing lost, nothing repeated");
+    assert!(!sidecar.exists(), "complete: no cursor left");
+
+    // Without -o and --follow: what there is, on stdout (here all of it).
+    let o = cli(&app, &["batches", "results", &id]).await;
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), expected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_stream_output_writes_lines_while_following() {
+    let sim = sim(SimConfig { max_num_seqs: 2, base_latency_ms: 250, ..SimConfig::default() }).await;
+    let app = serve(&sim, &["--chunk-size", "5", "--max-in-flight", "2", "--concurrency", "fixed"]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("requests.jsonl");
+    std::fs::write(&input, chat_lines(60)).unwrap();
+    let output = dir.path().join("requests.output.jsonl");
+    let child = command(
+        &app,
+        &["submit", path_str(&input), "--endpoint", "/v1/chat/completions", "--wait", "--stream-output", "--json"],
+    )
+    .spawn()
+    .unwrap();
+    // Lines land in the output file while the batch runs.
+    let deadline = Instant::now() + MINUTE;
+    while lines_in(&output) < 10 {
+        assert!(Instant::now() < deadline, "no lines arrived while following");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let running = app.client.get("/v1/batches").await.body["data"][0].clone();
+    assert_eq!(running["status"], "in_progress", "streamed before the end: {running}");
+    let o = tokio::time::timeout(2 * MINUTE, child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let batch: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let expected = app.client.content(batch["output_file_id"].as_str().unwrap()).await;
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), expected);
+    assert!(!dir.path().join("requests.output.jsonl.cursor").exists());
 }

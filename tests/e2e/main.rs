@@ -19,6 +19,7 @@ mod monitoring;
 mod observability;
 mod openapi;
 mod outages;
+mod results;
 mod retry;
 mod s3;
 mod scaleout;

@@ -303,6 +303,14 @@ async fn document_is_valid_openapi_and_every_answer_matches_it() {
     let bad = json!({"include_invalid_requests": "yes"});
     assert_eq!(spec.post(retry, &format!("/v1/batches/{batch_id}/retry"), bad).await.status, 400);
     assert_eq!(spec.post(retry, &format!("/v1/batches/{batch_id}/retry"), json!({})).await.status, 409);
+    // Results so far (here: the ended batch's whole files); a bad cursor; an unknown batch.
+    for kind in ["output", "errors"] {
+        let template = format!("/v1/batches/{{batch_id}}/{kind}");
+        let so_far = spec.get(&template, &format!("/v1/batches/{batch_id}/{kind}")).await;
+        assert_eq!((so_far.status, so_far.media_type.as_str()), (200, "application/jsonl"));
+        assert_eq!(spec.get(&template, &format!("/v1/batches/{batch_id}/{kind}?after=x")).await.status, 400);
+        assert_eq!(spec.get(&template, &format!("/v1/batches/{UNKNOWN_BATCH}/{kind}")).await.status, 404);
+    }
 
     // Create: the request schema and the server agree. With a well-formed id of no file, a body
     // the schema accepts gets past every check to the 404; one it refuses is a 400.

@@ -205,6 +205,31 @@ async fn a_batch_keeps_its_files_in_the_bucket() {
     assert_eq!(c.get("/ready").await.status, 200);
 }
 
+/// Results while the batch runs come from the part objects in the bucket; once it has ended,
+/// from the output and error objects, and everything read adds up to them byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_so_far_read_the_parts_in_the_bucket() {
+    use crate::results::{custom_ids, final_file, Follower};
+    let Some(s3) = S3Server::start() else { return };
+    let sim = sim(SimConfig { max_num_seqs: 2, base_latency_ms: 250, ..SimConfig::default() }).await;
+    let app = s3.serve(&sim, &["--chunk-size", "5", "--max-in-flight", "2", "--concurrency", "fixed"]);
+    let c = &app.client;
+    let id = c.submit(&chat_lines_with(40, |i| if i % 9 == 4 { " __sim_400__".into() } else { String::new() })).await;
+    let (mut output, mut errors) = (Follower::new(c, &id, "output"), Follower::new(c, &id, "errors"));
+    c.wait_until(&id, MINUTE, |b| b["request_counts"]["completed"].as_i64().unwrap() >= 15).await;
+    let so_far = output.step(None).await;
+    errors.step(None).await;
+    assert_eq!(c.batch(&id).await["status"], "in_progress", "read while the batch ran");
+    assert!(so_far.incomplete && custom_ids(&so_far.body).len() >= 5, "lines so far: {}", so_far.body);
+    assert!(s3.keys().await.iter().any(|k| k.contains("/parts/")), "the parts are objects of the bucket");
+    output.until_complete().await;
+    errors.until_complete().await;
+    let done = c.wait_terminal(&id, MINUTE).await;
+    assert_eq!(output.all, final_file(c, &done, "output_file_id").await);
+    assert_eq!(errors.all, final_file(c, &done, "error_file_id").await);
+    assert_eq!(custom_ids(&output.all).len() + custom_ids(&errors.all).len(), 40);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_upload_goes_up_in_parts_and_runs() {
     let Some(s3) = S3Server::start() else { return };

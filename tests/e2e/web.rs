@@ -2,7 +2,7 @@
 //! (`/api/metrics/gpu`, `/api/metrics/vllm`) from this process, and from a real `prometheus`
 //! that scrapes the server and the simulated vLLM; and headless Chromium driving the page
 //! (`tests/browser/page_check.mjs`) against a running batch: its progress advances, the detail
-//! view cancels it, the system panel shows Prometheus's figures.
+//! view saves its results so far and cancels it, the system panel shows Prometheus's figures.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
-// vllm-batch's web status page: the batches table, a batch's detail view (with cancel and
-// downloads) and the system panel, refreshed every two seconds. Served at /assets/app.js,
-// embedded in the binary by crates/api/src/web.rs; plain JavaScript, no framework, no build.
+// vllm-batch's web status page: the batches table, a batch's detail view (with cancel,
+// downloads, and a running batch's results so far) and the system panel, refreshed every two
+// seconds. Served at /assets/app.js, embedded in the binary by crates/api/src/web.rs; plain
+// JavaScript, no framework, no build.
 //
 // Everything the server sends is rendered as text through DOM nodes (`el` below), never parsed
 // as HTML. An API key typed once is kept in sessionStorage and sent as a bearer token on every
@@ -427,7 +428,18 @@
   function fileRow(kind, fileId, b) {
     if (!fileId) {
       const why = TERMINAL.has(b.status) ? 'none' : 'not yet';
-      return el('div', { class: 'file-row' }, el('span', { class: 'file-kind' }, kind), el('span', { class: 'file-id muted' }, why));
+      // While the batch runs, the output lines so far (GET …/output) can be saved already.
+      const soFar =
+        kind === 'output' && !TERMINAL.has(b.status) && b.status !== 'validating'
+          ? el('button', { type: 'button', id: 'results-so-far', class: 'download', onclick: (e) => downloadSoFar(b.id, e.currentTarget) }, 'Download results so far')
+          : null;
+      return el(
+        'div',
+        { class: 'file-row', dataset: { file: kind } },
+        el('span', { class: 'file-kind' }, kind),
+        el('span', { class: 'file-id muted' }, why),
+        soFar,
+      );
     }
     const info = state.files.get(fileId);
     return el(
@@ -592,6 +604,35 @@
       const name = String((info && info.filename) || `${fileId}.jsonl`).split(/[\\/]/).pop();
       const url = URL.createObjectURL(blob);
       const link = el('a', { href: url, download: name, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } catch (e) {
+      state.actionError = { id: state.detailId, message: `Download failed: ${e.message}` };
+      if (state.detail) renderDetail(state.detail);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // The output lines a running batch has so far: GET …/output from the start, following its
+  // x-next-cursor until nothing more is available right now (each answer is bounded).
+  async function downloadSoFar(id, button) {
+    button.disabled = true;
+    try {
+      const parts = [];
+      let after = null;
+      for (let page = 0; page < 10000; page++) {
+        const query = after ? `?after=${encodeURIComponent(after)}` : '';
+        const resp = await api(`${batchPath(id)}/output${query}`);
+        const body = await resp.blob();
+        parts.push(body);
+        after = resp.headers.get('x-next-cursor');
+        if (body.size === 0 || resp.headers.get('x-incomplete') !== 'true' || !after) break;
+      }
+      const url = URL.createObjectURL(new Blob(parts, { type: 'application/jsonl' }));
+      const link = el('a', { href: url, download: `${id}.output-so-far.jsonl`, hidden: true });
       document.body.append(link);
       link.click();
       link.remove();

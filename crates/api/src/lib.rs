@@ -12,6 +12,7 @@ mod models;
 mod multipart;
 mod observe;
 mod openapi;
+mod results;
 mod retry;
 pub mod server;
 mod web;
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(files::router())
         .merge(batches::router())
+        .merge(results::router())
         .merge(models::router())
         .merge(health::router())
         .merge(web::router())

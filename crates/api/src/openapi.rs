@@ -31,6 +31,8 @@ use crate::AppState;
         crate::batches::get_batch,
         crate::batches::cancel_batch,
         crate::retry::retry_batch,
+        crate::results::output,
+        crate::results::errors,
         crate::models::list_models,
         crate::health::health,
         crate::health::verbose_health,

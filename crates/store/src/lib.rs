@@ -106,6 +106,9 @@ pub trait Store: Send + Sync + 'static {
     /// The chunks of a batch that has not ended, with their fences and checkpointed parts;
     /// `None` when the batch does not exist or has ended (finalization has read its parts).
     async fn chunk_parts(&self, batch: &BatchId) -> Result<Option<Vec<ChunkParts>>>;
+    /// The batch (`None`: absent, or another owner's) with its chunks from index `from_idx` on
+    /// and their checkpointed parts; no chunks once the batch has ended. Read-only.
+    async fn batch_progress(&self, id: &BatchId, scope: Scope<'_>, from_idx: i64) -> Result<Option<BatchProgress>>;
     /// Which of these file ids have a row (the collector's test for bodies whose row is gone).
     async fn existing_files(&self, ids: &[String]) -> Result<Vec<String>>;
     /// Bytes of the stored files per purpose (expired ones not yet collected included).

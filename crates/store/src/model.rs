@@ -1,7 +1,7 @@
 //! Records passed between the store and its callers: pages, new batches, claimed work.
 
 use serde::{Deserialize, Serialize};
-use vllm_batch_core::{BatchError, BatchId, BatchStatus, CompletionWindow, Endpoint, FileId, Metadata, Usage};
+use vllm_batch_core::{Batch, BatchError, BatchId, BatchStatus, CompletionWindow, Endpoint, FileId, Metadata, Usage};
 
 /// Which owner's objects a call sees: `Some(owner)` only theirs, `None` all.
 pub type Scope<'a> = Option<&'a str>;
@@ -105,6 +105,27 @@ pub struct ChunkParts {
     /// does not list were left by a holder that lost the chunk, and nothing will ever read them.
     pub fence: i64,
     /// The part keys its checkpoint lists (read by the next holder and by finalization).
+    pub parts: Vec<String>,
+}
+
+/// A batch and its results so far, as `GET /v1/batches/{id}/output` reads them.
+#[derive(Debug, Clone)]
+pub struct BatchProgress {
+    pub batch: Batch,
+    /// The chunks from the asked index on, in order; empty once the batch has ended (its final
+    /// files hold everything, and its parts are gone or going).
+    pub chunks: Vec<ChunkProgress>,
+}
+
+/// One chunk's committed results: its checkpointed parts, in the order written. The list only
+/// ever grows (a new holder starts from the stored checkpoint and appends), so what a reader
+/// has seen of it stays a prefix of what finalization concatenates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkProgress {
+    pub idx: i64,
+    /// Completed: its parts are final. Otherwise more may follow (or, for a chunk abandoned to
+    /// cancel or expiry, finalization's `batch_cancelled` / `batch_expired` lines).
+    pub done: bool,
     pub parts: Vec<String>,
 }
 

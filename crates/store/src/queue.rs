@@ -18,8 +18,8 @@ use vllm_batch_core::{Batch, BatchId, BatchStatus, FileId, FileObject};
 
 use crate::model::*;
 use crate::rows::{
-    batch_from_row, chunk_state, file_from_row, finalize_job_from_rows, job_from_row, key_from_row, lease_from_rows,
-    parse, BATCH_COLUMNS, CHUNK_COLUMNS, KEY_COLUMNS,
+    batch_from_row, chunk_state, file_from_row, final_checkpoint, finalize_job_from_rows, job_from_row, key_from_row,
+    lease_from_rows, parse, BATCH_COLUMNS, CHUNK_COLUMNS, KEY_COLUMNS,
 };
 use crate::{postgres, sqlite, Result, Store, StoreError};
 
@@ -509,6 +509,33 @@ impl Store for SqlStore {
             })
             .collect::<Result<_>>()?;
         Ok(Some(chunks))
+    }
+
+    async fn batch_progress(&self, id: &BatchId, scope: Scope<'_>, from_idx: i64) -> Result<Option<BatchProgress>> {
+        let Some(batch) = self.fetch_batch(id.as_str(), scope).await? else { return Ok(None) };
+        if batch.status.is_terminal() {
+            return Ok(Some(BatchProgress { batch, chunks: Vec::new() }));
+        }
+        // Read after the batch row: if finalization ends the batch in between, these are its
+        // final checkpoints (chunks keep them), and a part it has since deleted sends the reader
+        // to the final file.
+        let rows = sqlx::query(
+            "SELECT idx, state, done_fence, checkpoint FROM chunks WHERE batch_id = $1 AND idx >= $2 ORDER BY idx",
+        )
+        .bind(id.as_str())
+        .bind(from_idx)
+        .fetch_all(&self.pool)
+        .await?;
+        let chunks = rows
+            .iter()
+            .map(|r| {
+                let idx: i64 = r.try_get("idx")?;
+                let done = chunk_state(r)? == ChunkState::Done;
+                // The parts finalization will copy, in its order.
+                Ok(ChunkProgress { idx, done, parts: final_checkpoint(r, id, idx, done)?.parts })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(BatchProgress { batch, chunks }))
     }
 
     async fn existing_files(&self, ids: &[String]) -> Result<Vec<String>> {

@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use vllm_batch_core::batch::{InputTokensDetails, OutputTokensDetails};
-use vllm_batch_core::{Batch, BatchError, BatchErrors, FileObject, RequestCounts, Usage};
+use vllm_batch_core::{Batch, BatchError, BatchErrors, BatchId, FileObject, RequestCounts, Usage};
 
 use crate::model::{
     ApiKey, BatchJob, Checkpoint, ChunkLease, ChunkSpec, ChunkState, FinalChunk, FinalizeJob, FinalizeMode,
@@ -141,6 +141,18 @@ pub fn checkpoint(r: &AnyRow) -> Result<Checkpoint> {
     Checkpoint::from_column(opt_text(r, "checkpoint")?.as_deref())
 }
 
+/// A chunk's checkpoint (columns `checkpoint`, `done_fence`) with the parts finalization copies:
+/// a chunk finished before checkpoints existed left one part of each kind under its fence.
+pub fn final_checkpoint(r: &AnyRow, batch: &BatchId, idx: i64, done: bool) -> Result<Checkpoint> {
+    let mut checkpoint = checkpoint(r)?;
+    if done && opt_text(r, "checkpoint")?.is_none() {
+        if let Some(fence) = opt_int(r, "done_fence")? {
+            checkpoint.parts = ["out", "err"].map(|k| crate::model::part_key(batch, idx, fence, k)).into();
+        }
+    }
+    Ok(checkpoint)
+}
+
 /// A claimed chunk from the claim's row (`batch_id`, `CHUNK_COLUMNS`, `fence`, `checkpoint`)
 /// and its batch's row (`input_file_id`, `endpoint`, `model`, `expires_at`, `created_at`,
 /// `queued_ms`, `expires_in_ms`); `first_claim`: this claim was the batch's first dispatch.
@@ -175,14 +187,7 @@ pub fn finalize_job_from_rows(
     for r in chunk_rows {
         let spec = chunk_from_row(r)?;
         let done = chunk_state(r)? == ChunkState::Done;
-        let mut checkpoint = checkpoint(r)?;
-        // A chunk finished before checkpoints existed left one part of each kind under its fence.
-        if done && opt_text(r, "checkpoint")?.is_none() {
-            if let Some(fence) = opt_int(r, "done_fence")? {
-                checkpoint.parts =
-                    ["out", "err"].map(|k| crate::model::part_key(&job.batch_id, spec.idx, fence, k)).into();
-            }
-        }
+        let checkpoint = final_checkpoint(r, &job.batch_id, spec.idx, done)?;
         chunks.push(FinalChunk { spec, done, checkpoint });
     }
     let created_at = int(b, "created_at")?;

@@ -482,3 +482,61 @@ async fn chunk_parts_on(store: &dyn Store) {
 async fn the_collector_sees_fences_and_checkpointed_parts_of_running_batches_only() {
     on_every_backend(|s| async move { chunk_parts_on(s.as_ref()).await }).await;
 }
+
+/// What `GET /v1/batches/{id}/output` reads while a batch runs: the batch (scoped to its owner)
+/// and its chunks from an index on, each with its checkpointed parts and whether it is done;
+/// no chunks once the batch has ended.
+async fn batch_progress_on(store: &dyn Store) {
+    let batch = running_batch(store, 3).await;
+    let mut leases = Vec::new();
+    while leases.len() < 2 {
+        let l = store.claim_chunk("w", LEASE_MS).await.unwrap().expect("a chunk");
+        if l.batch_id == batch {
+            leases.push(l);
+        }
+    }
+    leases.sort_by_key(|l| l.chunk.idx);
+    let (first, second) = (&leases[0], &leases[1]);
+    // The first holds a checkpoint; the second completes.
+    let held = checkpoint(&[1, 2], 0);
+    assert_eq!(store.heartbeat(&[beat(first, Some(held.clone()))], LEASE_MS).await.unwrap(), [BeatAnswer::Held]);
+    let mut finished = checkpoint(&(0..10).collect::<Vec<_>>(), 1);
+    finished.parts.push("parts/x/10.err.jsonl".into());
+    assert_eq!(store.complete_chunk(second, &finished).await.unwrap(), Fenced::Applied);
+
+    let progress = store.batch_progress(&batch, None, 0).await.unwrap().expect("the batch");
+    assert_eq!(progress.batch.id, batch.to_string());
+    assert!(!progress.batch.status.is_terminal());
+    let idxs: Vec<i64> = progress.chunks.iter().map(|c| c.idx).collect();
+    assert_eq!(idxs, [0, 1, 2], "every chunk, in order");
+    let of = |idx: i64| progress.chunks.iter().find(|c| c.idx == idx).unwrap().clone();
+    assert_eq!(of(first.chunk.idx), ChunkProgress { idx: first.chunk.idx, done: false, parts: held.parts.clone() });
+    assert_eq!(of(second.chunk.idx), ChunkProgress { idx: second.chunk.idx, done: true, parts: finished.parts });
+    let untouched = 3 - first.chunk.idx - second.chunk.idx;
+    assert_eq!(of(untouched), ChunkProgress { idx: untouched, done: false, parts: vec![] });
+    // From an index on.
+    let later = store.batch_progress(&batch, None, 1).await.unwrap().unwrap();
+    assert_eq!(later.chunks.iter().map(|c| c.idx).collect::<Vec<_>>(), [1, 2]);
+    // Another owner's batch, or none: absent.
+    assert!(store.batch_progress(&batch, Some("mallory"), 0).await.unwrap().is_none());
+    assert!(store.batch_progress(&BatchId::generate(), None, 0).await.unwrap().is_none());
+
+    // Ended: the batch alone (its final files hold everything).
+    store.request_cancel(&batch, None).await.unwrap();
+    assert_eq!(store.release_chunk(first).await.unwrap(), Fenced::Applied);
+    let job = loop {
+        let job = store.claim_finalization("f", LEASE_MS).await.unwrap().expect("the cancelled batch");
+        if job.job.batch_id == batch {
+            break job;
+        }
+    };
+    assert_eq!(store.finish_finalization(&job, &FinalizeOutcome::default()).await.unwrap(), Fenced::Applied);
+    let ended = store.batch_progress(&batch, None, 0).await.unwrap().unwrap();
+    assert_eq!(ended.batch.status, BatchStatus::Cancelled);
+    assert!(ended.chunks.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_progress_lists_chunks_in_order_while_running_and_none_once_ended() {
+    on_every_backend(|s| async move { batch_progress_on(s.as_ref()).await }).await;
+}

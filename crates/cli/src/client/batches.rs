@@ -11,7 +11,7 @@ use reqwest::Method;
 use super::http::{segment, Api, CALL_TIMEOUT, IDEMPOTENCY_KEY};
 use super::progress::Ui;
 use super::wire::{view, Batch, Page};
-use super::{render, BatchesCommand};
+use super::{render, results, BatchesCommand};
 
 /// Runs the command and returns the exit code.
 pub async fn run(cmd: BatchesCommand) -> Result<i32> {
@@ -59,8 +59,17 @@ pub async fn run(cmd: BatchesCommand) -> Result<i32> {
             let targets = Targets {
                 output: output.unwrap_or_else(|| PathBuf::from(format!("{}.output.jsonl", b.id))),
                 errors: errors.unwrap_or_else(|| PathBuf::from(format!("{}.errors.jsonl", b.id))),
+                stream_output: false,
             };
             return follow_and_download(&api, raw, &targets, poll_interval, &ui).await;
+        }
+        BatchesCommand::Results { id, errors, follow, output, connect } => {
+            let api = Api::new(&connect)?;
+            let kind = if errors { results::Kind::Errors } else { results::Kind::Output };
+            let streamed = results::stream(&api, &id, kind, output.as_deref(), follow).await?;
+            if let (Some(path), results::Streamed::Complete(bytes)) = (&output, &streamed) {
+                Ui::new(connect.json).note(format!("{} is complete ({})", path.display(), render::size(*bytes)));
+            }
         }
         BatchesCommand::Wait { id, output, errors, poll_interval, connect } => {
             let ui = Ui::new(connect.json);
@@ -69,6 +78,7 @@ pub async fn run(cmd: BatchesCommand) -> Result<i32> {
             let targets = Targets {
                 output: output.unwrap_or_else(|| PathBuf::from(format!("{id}.output.jsonl"))),
                 errors: errors.unwrap_or_else(|| PathBuf::from(format!("{id}.errors.jsonl"))),
+                stream_output: false,
             };
             return follow_and_download(&api, raw, &targets, poll_interval, &ui).await;
         }

@@ -13,6 +13,7 @@ use vllm_batch_core::BatchStatus;
 use super::http::{is_transient, segment, Api};
 use super::progress::Ui;
 use super::render;
+use super::results;
 use super::transfer;
 use super::wire::{view, Batch};
 
@@ -25,6 +26,9 @@ pub const INTERRUPTED: i32 = 130;
 pub struct Targets {
     pub output: PathBuf,
     pub errors: PathBuf,
+    /// Write the output lines to `output` while following, as they are produced
+    /// (`submit --wait --stream-output`), instead of downloading the output file at the end.
+    pub stream_output: bool,
 }
 
 /// How following ended.
@@ -40,11 +44,67 @@ enum Followed {
 /// code: 0 completed, 1 failed, 3 expired, 4 cancelled, 130 stopped by Ctrl-C.
 pub async fn follow_and_download(api: &Api, batch: Value, targets: &Targets, poll: Duration, ui: &Ui) -> Result<i32> {
     let mut interrupts = Interrupts::new()?;
-    match follow(api, batch, poll.max(Duration::from_millis(100)), ui, &mut interrupts).await? {
-        Followed::Ended(raw) => finish(api, raw, targets, ui, &mut interrupts).await,
+    let poll = poll.max(Duration::from_millis(100));
+    let (followed, streamed) = if targets.stream_output {
+        follow_streaming(api, batch, &targets.output, poll, ui, &mut interrupts).await?
+    } else {
+        (follow(api, batch, poll, ui, &mut interrupts).await?, None)
+    };
+    match followed {
+        Followed::Ended(raw) => finish(api, raw, targets, streamed, ui, &mut interrupts).await,
         Followed::Detached(raw) => {
             detached(&raw, ui)?;
+            if targets.stream_output {
+                eprintln!(
+                    "  resume its output:  vllm-batch batches results {} --follow -o {}",
+                    view::<Batch>(&raw, "batch")?.id,
+                    targets.output.display()
+                );
+            }
             Ok(INTERRUPTED)
+        }
+    }
+}
+
+/// `follow` while the output lines are appended to `output` as they come. Returns how following
+/// ended and, when the batch ended and every output line is in, the file's length; a stream
+/// that failed is reported, and the output file is then downloaded as usual.
+async fn follow_streaming(
+    api: &Api,
+    batch: Value,
+    output: &std::path::Path,
+    poll: Duration,
+    ui: &Ui,
+    interrupts: &mut Interrupts,
+) -> Result<(Followed, Option<u64>)> {
+    let id = view::<Batch>(&batch, "batch")?.id;
+    let streaming = results::stream(api, &id, results::Kind::Output, Some(output), true);
+    tokio::pin!(streaming);
+    let mut streamed = None;
+    let followed = {
+        let following = follow(api, batch, poll, ui, interrupts);
+        tokio::pin!(following);
+        loop {
+            tokio::select! {
+                f = &mut following => break f?,
+                s = &mut streaming, if streamed.is_none() => streamed = Some(s),
+            }
+        }
+    };
+    if !matches!(followed, Followed::Ended(_)) {
+        return Ok((followed, None));
+    }
+    let streamed = match streamed {
+        Some(s) => s,
+        None => streaming.await,
+    };
+    match streamed {
+        Ok(results::Streamed::Complete(bytes)) => Ok((followed, Some(bytes))),
+        Ok(results::Streamed::SoFar) => Ok((followed, None)),
+        Err(e) => {
+            eprintln!("Streaming the output failed ({e:#}); downloading the output file instead.");
+            let _ = std::fs::remove_file(results::cursor_path(output));
+            Ok((followed, None))
         }
     }
 }
@@ -141,13 +201,32 @@ fn detached(raw: &Value, ui: &Ui) -> Result<()> {
 }
 
 /// Downloads the ended batch's files and prints the outcome.
-async fn finish(api: &Api, raw: Value, targets: &Targets, ui: &Ui, interrupts: &mut Interrupts) -> Result<i32> {
+/// `streamed`: the output lines are already in `targets.output` (this many bytes).
+async fn finish(
+    api: &Api,
+    raw: Value,
+    targets: &Targets,
+    streamed: Option<u64>,
+    ui: &Ui,
+    interrupts: &mut Interrupts,
+) -> Result<i32> {
     let b: Batch = view(&raw, "batch")?;
     let mut written = Vec::new();
+    if let Some(bytes) = streamed {
+        if b.output_file_id.is_some() {
+            written.push(("output", &targets.output, bytes));
+        } else {
+            // No output file: none on disk either, as without streaming.
+            let _ = std::fs::remove_file(&targets.output);
+        }
+    }
     for (label, id, dest) in
         [("output", &b.output_file_id, &targets.output), ("errors", &b.error_file_id, &targets.errors)]
     {
         let Some(id) = id else { continue };
+        if label == "output" && streamed.is_some() {
+            continue;
+        }
         let bytes = tokio::select! {
             n = transfer::download_to_path(api, id, dest, ui) => n.with_context(|| format!("saving the {label} file of {}", b.id))?,
             _ = interrupts.recv() => {

@@ -9,6 +9,7 @@ mod follow;
 mod http;
 mod progress;
 mod render;
+mod results;
 mod submit;
 mod transfer;
 mod wire;
@@ -72,6 +73,10 @@ pub struct SubmitArgs {
     /// [default: `<input stem>.errors.jsonl` next to the input].
     #[arg(long, value_name = "PATH", requires = "wait")]
     pub errors: Option<PathBuf>,
+    /// With --wait: write the output lines to the output file as they are produced, while
+    /// following (resumable: `OUTPUT.cursor` records how far it got; see `batches results`).
+    #[arg(long, requires = "wait")]
+    pub stream_output: bool,
     /// How often the batch is polled while following.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub poll_interval: Duration,
@@ -140,6 +145,29 @@ pub enum BatchesCommand {
         /// How often the batch is polled while following.
         #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
         poll_interval: Duration,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Writes the output lines (or, with --errors, the error lines) a batch has so far, while
+    /// it runs; with --follow, keeps appending them as they come until the batch ends.
+    ///
+    /// With -o the lines are appended to FILE and the position is kept in `FILE.cursor`: run
+    /// the same command again after a stop to resume, losing and repeating nothing (FILE is
+    /// started anew when it has no cursor). Once the batch has ended and every line is in, FILE
+    /// equals its output (error) file and `FILE.cursor` is removed.
+    Results {
+        /// The batch's id (`batch_…`).
+        #[arg(value_name = "BATCH_ID")]
+        id: String,
+        /// The error lines instead of the output lines.
+        #[arg(long)]
+        errors: bool,
+        /// Keep following until the batch has ended and every line is in.
+        #[arg(long)]
+        follow: bool,
+        /// Append to this file (resumable) instead of writing to stdout.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
         #[command(flatten)]
         connect: ConnectArgs,
     },

@@ -53,6 +53,7 @@ pub async fn run(args: SubmitArgs) -> Result<i32> {
     let targets = Targets {
         output: args.output.unwrap_or_else(|| beside(&args.input, "output")),
         errors: args.errors.unwrap_or_else(|| beside(&args.input, "errors")),
+        stream_output: args.stream_output,
     };
     follow_and_download(&api, raw, &targets, args.poll_interval, &ui).await
 }
