@@ -177,7 +177,8 @@ elif what == "rules":
         "VllmBatchApiDown", "VllmBatchWorkerHeartbeatStale", "VllmBatchNoWorkerWhileBatchesWait",
         "VllmBatchQueueStalled", "VllmBatchFailureRatioHigh", "VllmBatchUpstreamErrorRatioHigh",
         "VllmBatchApiLatencyHigh", "VllmBatchGpuMemoryHigh", "VllmBatchGpuTemperatureHigh",
-        "VllmBatchHostMemoryHigh", "VllmWaitingQueueSaturated",
+        "VllmBatchHostMemoryHigh", "VllmWaitingQueueSaturated", "VllmBatchWebhookDeliveriesFailing",
+        "VllmBatchWebhookDeliveryAbandoned",
     }
     records, alerts = set(), {}
     for path in sorted(glob.glob("monitoring/prometheus/rules/*.yml")):

@@ -71,6 +71,7 @@ fn harness() -> &'static Harness {
                 auth: Arc::default(),
                 batch_cache: Arc::default(),
                 disk: vllm_batch_store::DiskGuard::off(),
+                webhooks: vllm_batch_api::WebhookSettings::default(),
             };
             vllm_batch_api::router(state)
         });

@@ -218,6 +218,7 @@ async fn without_keys_only_loopback_is_served() {
         auth: Arc::new(vllm_batch_api::auth::Auth::new(insecure, None, 0, 0)),
         batch_cache: Arc::default(),
         disk: vllm_batch_store::DiskGuard::off(),
+        webhooks: vllm_batch_api::WebhookSettings::default(),
     };
     let call_with_host = |insecure: bool, peer: &str, host: Option<&str>| {
         let router = vllm_batch_api::router(state(insecure));

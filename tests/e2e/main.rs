@@ -28,4 +28,5 @@ mod sdk;
 mod sharing;
 mod validation;
 mod web;
+mod webhooks;
 mod worker;

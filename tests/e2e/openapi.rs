@@ -368,6 +368,32 @@ async fn document_is_valid_openapi_and_every_answer_matches_it() {
     let again = spec.call(Method::DELETE, "/v1/files/{file_id}", &format!("/v1/files/{spare_id}"), None).await;
     assert_eq!(again.status, 404);
 
+    // Webhook endpoints: create (the secret shown), read, list, update, rotate, a test to a
+    // receiver that cannot be reached (502), delete; the event types.
+    let hooks = "/v1/webhook_endpoints";
+    let endpoint = json!({"name": "n", "url": "https://127.0.0.1:9/hook", "event_types": ["batch.completed"]});
+    let created = spec.post(hooks, hooks, endpoint).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let hook_id = created.body["id"].as_str().unwrap().to_string();
+    let http = json!({"name": "n", "url": "http://127.0.0.1:9/hook", "event_types": ["batch.completed"]});
+    assert_eq!(spec.post(hooks, hooks, http).await.status, 400);
+    assert_eq!(spec.get(hooks, &format!("{hooks}?limit=1")).await.body["data"][0]["id"], hook_id.as_str());
+    let one = "/v1/webhook_endpoints/{webhook_endpoint_id}";
+    let read = spec.get(one, &format!("{hooks}/{hook_id}")).await;
+    spec.same_keys("WebhookEndpoint", &read.body);
+    assert_eq!(spec.get(one, &format!("{hooks}/we_none")).await.status, 404);
+    let renamed = spec.post(one, &format!("{hooks}/{hook_id}"), json!({"name": "m"})).await;
+    assert_eq!(renamed.body["name"], "m", "{}", renamed.body);
+    let rotate = "/v1/webhook_endpoints/{webhook_endpoint_id}/rotate_secret";
+    assert_eq!(spec.post(rotate, &format!("{hooks}/{hook_id}/rotate_secret"), json!({})).await.status, 200);
+    let test = "/v1/webhook_endpoints/{webhook_endpoint_id}/test";
+    let unreachable = spec.post(test, &format!("{hooks}/{hook_id}/test"), json!({"event_type": "batch.failed"})).await;
+    assert_eq!(unreachable.status, 502, "{}", unreachable.body);
+    let types = spec.get("/v1/webhook_event_types", "/v1/webhook_event_types").await;
+    assert_eq!(types.body["data"].as_array().unwrap().len(), 4);
+    assert_eq!(spec.call(Method::DELETE, one, &format!("{hooks}/{hook_id}"), None).await.status, 200);
+    assert_eq!(spec.call(Method::DELETE, one, &format!("{hooks}/{hook_id}"), None).await.status, 404);
+
     // Models, health, readiness, metrics.
     let models = spec.get("/v1/models", "/v1/models").await;
     assert_eq!((models.status, &models.body["data"][0]["id"]), (200, &json!(MODEL)));

@@ -16,6 +16,7 @@ mod results;
 mod retry;
 pub mod server;
 mod web;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +32,7 @@ use vllm_batch_store::{FileStore, Store};
 use vllm_batch_upstream::Upstreams;
 
 pub use error::Error;
+pub use webhooks::WebhookSettings;
 
 /// Limits the API enforces on what clients send.
 #[derive(Debug, Clone)]
@@ -82,6 +84,8 @@ pub struct AppState {
     /// The data folder's free-space guard: uploads that would cross its margin get a 507, and
     /// `/ready` fails under it.
     pub disk: vllm_batch_store::DiskGuard,
+    /// Webhook endpoints: whether `http://` URLs are allowed, and the client of `/test`.
+    pub webhooks: WebhookSettings,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -96,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(batches::router())
         .merge(results::router())
         .merge(models::router())
+        .merge(webhooks::router())
         .merge(health::router())
         .merge(web::router())
         .merge(openapi::router())

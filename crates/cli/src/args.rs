@@ -36,6 +36,8 @@ pub enum Command {
         log: LogArgs,
         #[command(flatten)]
         observe: ObserveArgs,
+        #[command(flatten)]
+        webhooks: WebhookArgs,
     },
     /// The HTTP API alone (workers run elsewhere on the same database).
     Api {
@@ -49,6 +51,8 @@ pub enum Command {
         log: LogArgs,
         #[command(flatten)]
         observe: ObserveArgs,
+        #[command(flatten)]
+        webhooks: WebhookArgs,
     },
     /// A worker alone: claims chunks from the shared database and sends them upstream.
     Worker {
@@ -64,6 +68,8 @@ pub enum Command {
         observe: ObserveArgs,
         #[command(flatten)]
         metrics: WorkerMetricsArgs,
+        #[command(flatten)]
+        webhooks: WebhookArgs,
     },
     /// Applies database migrations and exits.
     Migrate {
@@ -342,6 +348,27 @@ pub struct WorkerArgs {
     /// busy to list its models) before it fails with `model_discovery_failed`.
     #[arg(long, env = "VLLM_BATCH_MODEL_DISCOVERY_TIMEOUT", default_value = "10m", value_parser = duration)]
     pub model_discovery_timeout: Duration,
+}
+
+/// Webhooks: the operator-level endpoint and what endpoint URLs may be.
+#[derive(Args, Debug, Clone)]
+pub struct WebhookArgs {
+    /// An operator-level webhook endpoint: receives every batch's `batch.*` events, whoever owns
+    /// the batch (stored as the endpoint `we_operator`, updated at each start with this flag).
+    /// Needs --webhook-secret.
+    #[arg(long, env = "VLLM_BATCH_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// The operator endpoint's signing secret: `whsec_` followed by base64 (at least 16 bytes),
+    /// e.g. `echo whsec_$(openssl rand -base64 32)`.
+    #[arg(long, env = "VLLM_BATCH_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Accept plain `http://` webhook URLs (for receivers on loopback or a private network);
+    /// otherwise only `https://`.
+    #[arg(long, env = "VLLM_BATCH_WEBHOOK_ALLOW_HTTP")]
+    pub webhook_allow_http: bool,
+    /// Time limit of one webhook delivery attempt (redirects are never followed).
+    #[arg(long, env = "VLLM_BATCH_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub webhook_timeout: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

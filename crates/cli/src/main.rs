@@ -23,7 +23,8 @@ use vllm_batch_upstream::{parse_upstreams, Upstreams};
 use vllm_batch_worker::{Concurrency, Worker, WorkerConfig};
 
 use args::{
-    Cli, Command, HttpArgs, KeysCommand, LogArgs, ObserveArgs, StorageArgs, UpstreamArgs, WorkerArgs, WorkerMetricsArgs,
+    Cli, Command, HttpArgs, KeysCommand, LogArgs, ObserveArgs, StorageArgs, UpstreamArgs, WebhookArgs, WorkerArgs,
+    WorkerMetricsArgs,
 };
 
 /// jemalloc rather than glibc's malloc: with glibc the resident size crept up by about 2 MiB per
@@ -38,9 +39,10 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { storage, http, upstream, worker, log, observe } => {
+        Command::Serve { storage, http, upstream, worker, log, observe, webhooks } => {
             let _log = logging(&log, Service::Both);
             let (store, files) = open_storage(&storage, Schema::Migrate).await?;
+            operator_webhook(&webhooks, store.as_ref()).await?;
             let upstreams = upstreams(&upstream)?;
             let wake = Arc::new(Notify::new());
             let shutdown = shutdown_signal();
@@ -50,30 +52,33 @@ async fn main() -> Result<()> {
                 store.clone(),
                 files.clone(),
                 upstreams.clone(),
-                worker_config(&worker, &storage),
+                worker_config(&worker, &storage, &webhooks),
                 wake.clone(),
             );
             let worker = tokio::spawn(worker.run(shutdown.clone()));
-            let st = state((store, files), upstreams, &http, &storage, wake, gpus, &observe);
+            let st = state((store, files), upstreams, &http, &storage, wake, gpus, &observe, &webhooks);
             let api_result = serve_api(&http, st, shutdown.clone()).await;
             // If the API could not start, the worker must not outlive it.
             shutdown.cancel();
             worker.await.context("worker task")?;
             api_result
         }
-        Command::Api { storage, http, upstream, log, observe } => {
+        Command::Api { storage, http, upstream, log, observe, webhooks } => {
             let _log = logging(&log, Service::Api);
             let (store, files) = open_storage(&storage, Schema::Require).await?;
+            operator_webhook(&webhooks, store.as_ref()).await?;
             let upstreams = upstreams(&upstream)?;
             let shutdown = shutdown_signal();
             let gpus = gpu_sampler(&observe, &shutdown);
             tokio::spawn(disk_sampler(storage.disk_guard(), shutdown.clone()));
-            let st = state((store, files), upstreams, &http, &storage, Arc::new(Notify::new()), gpus, &observe);
+            let wake = Arc::new(Notify::new());
+            let st = state((store, files), upstreams, &http, &storage, wake, gpus, &observe, &webhooks);
             serve_api(&http, st, shutdown).await
         }
-        Command::Worker { storage, upstream, worker, log, observe, metrics } => {
+        Command::Worker { storage, upstream, worker, log, observe, metrics, webhooks } => {
             let _log = logging(&log, Service::Worker);
             let (store, files) = open_storage(&storage, Schema::Require).await?;
+            operator_webhook(&webhooks, store.as_ref()).await?;
             let shutdown = shutdown_signal();
             let _gpus = gpu_sampler(&observe, &shutdown);
             tokio::spawn(disk_sampler(storage.disk_guard(), shutdown.clone()));
@@ -82,7 +87,7 @@ async fn main() -> Result<()> {
                 store,
                 files,
                 upstreams(&upstream)?,
-                worker_config(&worker, &storage),
+                worker_config(&worker, &storage, &webhooks),
                 Arc::new(Notify::new()),
             );
             worker.run(shutdown.clone()).await;
@@ -257,6 +262,36 @@ fn upstreams(args: &UpstreamArgs) -> Result<Upstreams> {
     Ok(Upstreams::new(specs, args.upstream_api_key.clone()))
 }
 
+/// The operator-level webhook endpoint of `--webhook-url`: checked, then stored (as
+/// `we_operator`) so its deliveries are durable like any endpoint's. Without the flag nothing
+/// changes: an endpoint stored by an earlier start stays until deleted through the API (other
+/// processes of a deployment may still be configured with it).
+async fn operator_webhook(args: &WebhookArgs, store: &dyn Store) -> Result<()> {
+    let set = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+    let (url, secret) = match (set(&args.webhook_url), set(&args.webhook_secret)) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => bail!("--webhook-secret (VLLM_BATCH_WEBHOOK_SECRET) is set without --webhook-url"),
+        (Some(_), None) => bail!(
+            "--webhook-url needs --webhook-secret (VLLM_BATCH_WEBHOOK_SECRET): a signing secret `whsec_<base64>`, \
+             e.g. `echo whsec_$(openssl rand -base64 32)`"
+        ),
+        (Some(url), Some(secret)) => (url, secret),
+    };
+    vllm_batch_upstream::webhook::check_url(&url, args.webhook_allow_http)
+        .map_err(anyhow::Error::msg)
+        .context("--webhook-url")?;
+    let secret = vllm_batch_core::webhook::Secret::parse(secret.trim())
+        .map_err(anyhow::Error::msg)
+        .context("--webhook-secret must be `whsec_` followed by base64")?;
+    store
+        .upsert_operator_endpoint(&url, secret.expose(), vllm_batch_core::time::unix_now())
+        .await
+        .context("storing the operator webhook endpoint")?;
+    info!(url = %redact_url(&url), "operator webhook endpoint configured (we_operator)");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn state(
     (store, files): (Arc<dyn Store>, Arc<dyn FileStore>),
     upstreams: Upstreams,
@@ -265,6 +300,7 @@ fn state(
     wake: Arc<Notify>,
     gpus: GpuSampler,
     observe: &ObserveArgs,
+    webhooks: &WebhookArgs,
 ) -> AppState {
     let auth = Auth::new(http.insecure_no_auth, observe.metrics_token.clone(), http.rate_limit, http.rate_limit_burst);
     AppState {
@@ -286,10 +322,14 @@ fn state(
         auth: Arc::new(auth),
         batch_cache: Arc::default(),
         disk: storage.disk_guard(),
+        webhooks: vllm_batch_api::WebhookSettings {
+            allow_http: webhooks.webhook_allow_http,
+            client: vllm_batch_upstream::webhook::WebhookClient::new(webhooks.webhook_timeout),
+        },
     }
 }
 
-fn worker_config(w: &WorkerArgs, storage: &StorageArgs) -> WorkerConfig {
+fn worker_config(w: &WorkerArgs, storage: &StorageArgs, webhooks: &WebhookArgs) -> WorkerConfig {
     let chunk_size = w.chunk_size as usize;
     let max_in_flight = w.max_in_flight as usize;
     WorkerConfig {
@@ -323,6 +363,11 @@ fn worker_config(w: &WorkerArgs, storage: &StorageArgs) -> WorkerConfig {
         // Test hooks: a shorter age for abandoned uploads, a pause per object collected.
         gc_abandoned_after: test_hook("VLLM_BATCH_TEST_ABANDONED_UPLOAD_SECONDS").map(Duration::from_secs),
         gc_step_delay: test_hook("VLLM_BATCH_TEST_GC_STEP_DELAY_MS").map(Duration::from_millis).unwrap_or_default(),
+        webhook_timeout: webhooks.webhook_timeout,
+        // Test hook: a shorter first retry delay (the cap and the give-up horizon scale along).
+        webhook_retry: test_hook("VLLM_BATCH_TEST_WEBHOOK_RETRY_BASE_MS")
+            .map(vllm_batch_store::webhooks::RetrySchedule::from_base_ms)
+            .unwrap_or(vllm_batch_store::webhooks::RetrySchedule::DEFAULT),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod line;
 pub mod output;
 pub mod redact;
 pub mod time;
+pub mod webhook;
 pub mod window;
 
 pub use batch::{Batch, BatchError, BatchErrors, BatchStatus, Endpoint, Metadata, RequestCounts, Usage};

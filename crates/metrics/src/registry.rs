@@ -61,6 +61,14 @@ pub struct Metrics {
     /// `vllm_errors_total{type}`: errors logged at error level, by kind.
     pub errors: IntCounterVec,
 
+    // Webhooks.
+    /// `vllm_webhook_deliveries_total{status}`: webhook delivery attempts by outcome
+    /// (`delivered`: a 2xx; `error`: failed, retried later; `exhausted`: failed, given up).
+    pub webhook_deliveries: IntCounterVec,
+    /// `vllm_webhook_pending_deliveries`: deliveries not yet delivered nor given up (from the
+    /// database, as the deliverer last read it).
+    pub webhook_pending: IntGauge,
+
     // Garbage collector.
     /// `vllm_gc_deleted_total{kind}`: what the collector removed (`file`: an expired file;
     /// `part`: a part segment nothing will read; `upload`: an upload its process abandoned).
@@ -217,6 +225,17 @@ impl Metrics {
                 IntCounter::new("vllm_files_bytes_uploaded_total", "Bytes of uploaded files").unwrap(),
             ),
             errors: counter_vec(&r, "vllm_errors_total", "Errors by kind", &["type"]),
+            webhook_deliveries: counter_vec(
+                &r,
+                "vllm_webhook_deliveries_total",
+                "Webhook delivery attempts by outcome (delivered, error, exhausted)",
+                &["status"],
+            ),
+            webhook_pending: register(
+                &r,
+                IntGauge::new("vllm_webhook_pending_deliveries", "Webhook deliveries not yet delivered nor given up")
+                    .unwrap(),
+            ),
             gc_deleted: counter_vec(
                 &r,
                 "vllm_gc_deleted_total",
@@ -353,6 +372,9 @@ impl Metrics {
         for status in ["completed", "lost", "released", "error"] {
             m.chunks_processed.with_label_values(&[status]);
         }
+        for status in WEBHOOK_OUTCOMES {
+            m.webhook_deliveries.with_label_values(&[status]);
+        }
         for kind in GC_KINDS {
             m.gc_deleted.with_label_values(&[kind]);
         }
@@ -389,6 +411,8 @@ pub const ERROR_TYPES: [&str; 4] = ["api", "upstream", "chunk", "finalize"];
 pub const API_ERROR_TYPES: [&str; 4] = ["invalid_request_error", "requests", "upstream_error", "server_error"];
 /// The `class` label values of `vllm_upstream_errors_total`.
 pub const UPSTREAM_ERROR_CLASSES: [&str; 5] = ["4xx", "5xx", "connect", "timeout", "body"];
+/// The `status` label values of `vllm_webhook_deliveries_total`.
+pub const WEBHOOK_OUTCOMES: [&str; 3] = ["delivered", "error", "exhausted"];
 /// The `kind` label values of `vllm_gc_deleted_total`.
 pub const GC_KINDS: [&str; 3] = ["file", "part", "upload"];
 /// The `kind` label values of `vllm_storage_bytes`.

@@ -18,6 +18,7 @@ mod queue;
 mod rows;
 pub mod schema;
 mod sqlite;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use vllm_batch_core::{Batch, BatchId, FileId, FileObject};
@@ -30,6 +31,7 @@ pub use location::{open_file_store, FileStoreConfig, S3Options};
 pub use model::*;
 pub use object::ObjectFileStore;
 pub use queue::{Dialect, SqlStore};
+pub use webhooks::Webhooks;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -45,9 +47,10 @@ pub use vllm_batch_core::redact_url;
 ///
 /// Every write a worker makes on a chunk or a batch job is conditioned on the fence it got when
 /// claiming (`Fenced`), so a worker that lost its lease can never overwrite newer work. Every
-/// lease and deadline is decided on the database's clock, never the caller's.
+/// lease and deadline is decided on the database's clock, never the caller's. Webhook
+/// endpoints and deliveries are the supertrait `Webhooks` (`webhooks.rs`).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Webhooks + Send + Sync + 'static {
     // --- schema ------------------------------------------------------------------------------
     /// Applies the migrations this build carries that the database lacks.
     async fn migrate(&self) -> Result<()>;

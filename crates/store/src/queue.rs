@@ -21,6 +21,7 @@ use crate::rows::{
     batch_from_row, chunk_state, file_from_row, final_checkpoint, finalize_job_from_rows, job_from_row, key_from_row,
     lease_from_rows, parse, BATCH_COLUMNS, CHUNK_COLUMNS, KEY_COLUMNS,
 };
+use crate::webhooks::record_batch_end;
 use crate::{postgres, sqlite, Result, Store, StoreError};
 
 /// Which database a store speaks to, and the few SQL fragments that differ between them.
@@ -144,6 +145,23 @@ impl SqlStore {
 
     async fn begin(&self) -> Result<Transaction<'static, Any>> {
         Ok(self.pool.begin_with(self.dialect.begin()).await?)
+    }
+
+    // For the other modules of this crate that speak SQL (`webhooks.rs`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub(crate) fn now_ms_sql(&self) -> &'static str {
+        self.now()
+    }
+
+    pub(crate) fn skip_locked_sql(&self, table: &str) -> String {
+        self.dialect.skip_locked(table)
+    }
+
+    pub(crate) async fn begin_tx(&self) -> Result<Transaction<'static, Any>> {
+        self.begin().await
     }
 
     /// The batch row with its live counts.
@@ -433,6 +451,8 @@ impl Store for SqlStore {
         if self.fetch_batch(id.as_str(), scope).await?.is_none() {
             return Ok(None);
         }
+        let now = unix_now();
+        let mut tx = self.begin().await?;
         // One statement, so a validator finishing at the same moment either sees `cancelled`
         // (its fenced update matches nothing) or has already moved the batch to `in_progress`.
         let changed = sqlx::query(
@@ -443,15 +463,26 @@ impl Store for SqlStore {
              WHERE id = $1 AND status IN ($3, $4)",
         )
         .bind(id.as_str())
-        .bind(unix_now())
+        .bind(now)
         .bind(BatchStatus::Validating.as_str())
         .bind(BatchStatus::InProgress.as_str())
         .bind(BatchStatus::Cancelled.as_str())
         .bind(BatchStatus::Cancelling.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
+        if changed {
+            // A batch still validating ended here: its event goes out with the change.
+            let status: String = sqlx::query_scalar("SELECT status FROM batches WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            if status == BatchStatus::Cancelled.as_str() {
+                record_batch_end(&mut tx, self.now(), id.as_str(), BatchStatus::Cancelled, now).await?;
+            }
+        }
+        tx.commit().await?;
         let Some(batch) = self.fetch_batch(id.as_str(), scope).await? else { return Ok(None) };
         match batch.status {
             BatchStatus::Cancelling | BatchStatus::Cancelled => Ok(Some((batch, changed))),
@@ -683,8 +714,11 @@ impl Store for SqlStore {
         if !fenced.applied() {
             return Ok(fenced);
         }
-        if let ValidationOutcome::Valid { chunks, .. } = outcome {
-            Self::insert_chunks(&mut tx, &job.batch_id, chunks).await?;
+        match outcome {
+            ValidationOutcome::Valid { chunks, .. } => Self::insert_chunks(&mut tx, &job.batch_id, chunks).await?,
+            ValidationOutcome::Invalid { .. } => {
+                record_batch_end(&mut tx, self.now(), job.batch_id.as_str(), BatchStatus::Failed, now).await?
+            }
         }
         tx.commit().await?;
         Ok(fenced)
@@ -908,6 +942,7 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
+        record_batch_end(&mut tx, self.now(), job.job.batch_id.as_str(), status, now).await?;
         tx.commit().await?;
         Ok(fenced)
     }

@@ -28,17 +28,19 @@ mod tests {
 
     #[test]
     fn behind_names_each_missing_migration() {
-        let all = [(1, true), (2, true), (3, true), (4, true), (5, true), (6, true)];
+        let all = [(1, true), (2, true), (3, true), (4, true), (5, true), (6, true), (7, true)];
         assert!(check(&SQLITE, &all).is_ok());
         // A newer build's migration in the database does not stop an older build.
-        assert!(check(&SQLITE, &[&all[..], &[(7, true)]].concat()).is_ok());
-        let err = check(&SQLITE, &[(1, true), (3, true), (4, true), (5, true), (6, true)]).unwrap_err().to_string();
+        assert!(check(&SQLITE, &[&all[..], &[(8, true)]].concat()).is_ok());
+        let err = check(&SQLITE, &[(1, true), (3, true), (4, true), (5, true), (6, true), (7, true)])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("migration 2 (api keys and owners) not applied"), "{err}");
         assert!(err.contains("vllm-batch migrate"), "{err}");
         let err = check(&SQLITE, &[]).unwrap_err().to_string();
         assert!(
             err.contains(
-                "migrations 1 (init), 2 (api keys and owners), 3 (chunk checkpoints), 4 (idempotency keys), 5 (expiry and gc), 6 (batch priority)"
+                "migrations 1 (init), 2 (api keys and owners), 3 (chunk checkpoints), 4 (idempotency keys), 5 (expiry and gc), 6 (batch priority), 7 (webhooks)"
             ),
             "{err}"
         );

@@ -540,3 +540,143 @@ async fn batch_progress_on(store: &dyn Store) {
 async fn batch_progress_lists_chunks_in_order_while_running_and_none_once_ended() {
     on_every_backend(|s| async move { batch_progress_on(s.as_ref()).await }).await;
 }
+
+/// An endpoint of `owner` (`None`: operator-level) subscribed to `types`.
+async fn webhook_endpoint(store: &dyn Store, id: &str, owner: Option<&str>, types: &[&str]) {
+    let endpoint = webhooks::WebhookEndpoint {
+        id: id.into(),
+        owner: owner.map(Into::into),
+        name: id.into(),
+        url: "https://example.invalid/hook".into(),
+        event_types: types.iter().map(|t| t.to_string()).collect(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        created_at: unix_now(),
+        updated_at: unix_now(),
+    };
+    store.insert_webhook_endpoint(&endpoint).await.unwrap();
+}
+
+/// Validates `owner`'s new batch: valid with one chunk of 10 lines, or invalid.
+async fn validated_batch(store: &dyn Store, owner: Option<&str>, valid: bool) -> BatchId {
+    let file = input_file(store, None).await;
+    let new = NewBatch { owner: owner.map(Into::into), ..batch_on(file) };
+    store.insert_batch(&new).await.unwrap().expect("the input file exists");
+    let job = loop {
+        let job = store.claim_validation("validator", LEASE_MS).await.unwrap().expect("a batch to validate");
+        if job.batch_id == new.id {
+            break job;
+        }
+    };
+    let outcome = if valid {
+        let chunk = ChunkSpec { idx: 0, first_line: 1, line_count: 10, byte_start: 0, byte_end: 10 };
+        ValidationOutcome::Valid { model: "m".into(), total: 10, chunks: vec![chunk] }
+    } else {
+        ValidationOutcome::Invalid { errors: vec![] }
+    };
+    assert_eq!(store.finish_validation(&job, &outcome).await.unwrap(), Fenced::Applied);
+    new.id
+}
+
+/// (event type, endpoint id) of every delivery of a batch.
+async fn deliveries(store: &dyn Store, batch: &BatchId) -> Vec<(String, String)> {
+    let mut d: Vec<_> = store
+        .batch_webhook_deliveries(batch.as_str())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.event_type, d.endpoint_id))
+        .collect();
+    d.sort();
+    d
+}
+
+async fn webhook_outbox_on(store: &dyn Store) {
+    webhook_endpoint(store, "we_alice", Some("alice"), &["batch.completed"]).await;
+    webhook_endpoint(store, "we_alice_failed", Some("alice"), &["batch.failed"]).await;
+    webhook_endpoint(store, "we_bob", Some("bob"), &["batch.completed", "batch.failed", "batch.cancelled"]).await;
+    webhook_endpoint(store, "we_operator", None, &["batch.completed", "batch.failed", "batch.cancelled"]).await;
+    let pair = |t: &str, e: &str| (t.to_string(), e.to_string());
+
+    // Completed: one event, one delivery per matching endpoint; bob's gets none.
+    let batch = validated_batch(store, Some("alice"), true).await;
+    assert!(store.batch_webhook_events(batch.as_str()).await.unwrap().is_empty(), "in progress: no event");
+    let lease = store.claim_chunk("w", LEASE_MS).await.unwrap().expect("the chunk");
+    let all: Vec<usize> = (0..10).collect();
+    assert_eq!(store.complete_chunk(&lease, &checkpoint(&all, 0)).await.unwrap(), Fenced::Applied);
+    let job = store.claim_finalization("f", LEASE_MS).await.unwrap().expect("the finished batch");
+    let out = FinalizeOutcome { output_bytes: Some(10), ..FinalizeOutcome::default() };
+    assert_eq!(store.finish_finalization(&job, &out).await.unwrap(), Fenced::Applied);
+    assert_eq!(store.finish_finalization(&job, &out).await.unwrap(), Fenced::Lost);
+    assert_eq!(store.batch_webhook_events(batch.as_str()).await.unwrap(), ["batch.completed"]);
+    assert_eq!(
+        deliveries(store, &batch).await,
+        [pair("batch.completed", "we_alice"), pair("batch.completed", "we_operator")]
+    );
+
+    // Failed validation, and a validating batch cancelled at once.
+    let failed = validated_batch(store, Some("alice"), false).await;
+    assert_eq!(store.batch_webhook_events(failed.as_str()).await.unwrap(), ["batch.failed"]);
+    assert_eq!(
+        deliveries(store, &failed).await,
+        [pair("batch.failed", "we_alice_failed"), pair("batch.failed", "we_operator")]
+    );
+    let file = input_file(store, None).await;
+    let new = NewBatch { owner: Some("bob".into()), ..batch_on(file) };
+    store.insert_batch(&new).await.unwrap().unwrap();
+    let (b, changed) = store.request_cancel(&new.id, None).await.unwrap().unwrap();
+    assert!(changed && b.status == BatchStatus::Cancelled);
+    assert!(!store.request_cancel(&new.id, None).await.unwrap().unwrap().1);
+    assert_eq!(store.batch_webhook_events(new.id.as_str()).await.unwrap(), ["batch.cancelled"]);
+    assert_eq!(
+        deliveries(store, &new.id).await,
+        [pair("batch.cancelled", "we_bob"), pair("batch.cancelled", "we_operator")]
+    );
+    assert_eq!(store.pending_webhook_deliveries().await.unwrap(), 6);
+
+    // Delivery: claimed once at a time, every attempt kept, retried until a 2xx.
+    let fast = webhooks::RetrySchedule::from_base_ms(1);
+    let claimed = store.claim_webhook_deliveries("d1", LEASE_MS, 100).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    assert!(store.claim_webhook_deliveries("d2", LEASE_MS, 100).await.unwrap().is_empty(), "held: not again");
+    let first = claimed.iter().find(|d| d.endpoint_id == "we_alice").unwrap().clone();
+    assert!(first.body.contains(batch.as_str()) && first.body.contains("\"type\":\"batch.completed\""));
+    let fail = webhooks::AttemptRecord { status_code: Some(500), error: Some("status 500".into()), duration_ms: 3 };
+    let ok = webhooks::AttemptRecord { status_code: Some(200), error: None, duration_ms: 2 };
+    assert_eq!(store.record_webhook_attempt(&first, &fail, &fast).await.unwrap(), webhooks::DeliveryOutcome::Retrying);
+    assert_eq!(store.record_webhook_attempt(&first, &ok, &fast).await.unwrap(), webhooks::DeliveryOutcome::Lost);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again = store.claim_webhook_deliveries("d2", LEASE_MS, 100).await.unwrap();
+    assert_eq!(again.len(), 1, "only the retried delivery is due");
+    assert_eq!((again[0].id.as_str(), again[0].attempts), (first.id.as_str(), 1));
+    assert_eq!(
+        store.record_webhook_attempt(&again[0], &ok, &fast).await.unwrap(),
+        webhooks::DeliveryOutcome::Delivered
+    );
+    let info = store.batch_webhook_deliveries(batch.as_str()).await.unwrap();
+    let done = info.iter().find(|d| d.id == first.id).unwrap();
+    assert_eq!(done.state, webhooks::DeliveryState::Delivered);
+    assert_eq!(done.history, [(1, Some(500), Some("status 500".into())), (2, Some(200), None)]);
+    // Past the horizon: given up.
+    let none = webhooks::RetrySchedule { base_ms: 1, max_ms: 1, horizon_ms: 0 };
+    let other = claimed.iter().find(|d| d.endpoint_id == "we_bob").unwrap();
+    assert_eq!(store.record_webhook_attempt(other, &fail, &none).await.unwrap(), webhooks::DeliveryOutcome::Exhausted);
+    assert_eq!(store.pending_webhook_deliveries().await.unwrap(), 4);
+
+    // Deleting an endpoint drops its pending deliveries; another owner cannot.
+    assert!(!store.delete_webhook_endpoint("we_operator", Some("alice")).await.unwrap());
+    assert!(store.delete_webhook_endpoint("we_operator", None).await.unwrap());
+    assert_eq!(store.pending_webhook_deliveries().await.unwrap(), 1);
+    assert!(store.get_webhook_endpoint("we_bob", Some("alice")).await.unwrap().is_none());
+    // Pruning the history keeps what is pending.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.prune_webhook_history(0).await.unwrap(), 2, "the delivered and the given-up one");
+    assert_eq!(store.batch_webhook_deliveries(batch.as_str()).await.unwrap().len(), 0);
+    assert_eq!(store.pending_webhook_deliveries().await.unwrap(), 1);
+    assert_eq!(deliveries(store, &failed).await, [pair("batch.failed", "we_alice_failed")]);
+    assert_eq!(store.list_webhook_endpoints(None, 10, Some("alice")).await.unwrap().items.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_ends_records_one_event_and_one_delivery_per_matching_endpoint() {
+    on_every_backend(|s| async move { webhook_outbox_on(s.as_ref()).await }).await;
+}

@@ -2,9 +2,10 @@
 //! list, one shared HTTP client carrying the optional API key, each upstream's health
 //! (`health.rs`), and model discovery through `GET /models` that keeps the last answer of an
 //! upstream that is slow or down. Used by the API (for `/v1/models` and readiness) and by the
-//! worker (routing).
+//! worker (routing). Also the outbound HTTP of webhooks (`webhook.rs`), which both use.
 
 pub mod health;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::adaptive::Concurrency;
+use vllm_batch_store::webhooks::RetrySchedule;
 use vllm_batch_store::DiskGuard;
 
 /// How a worker claims, sends and retries.
@@ -56,6 +57,10 @@ pub struct WorkerConfig {
     /// The free-space guard of the data folder: under its margin no chunk or finalization is
     /// claimed (they write parts and output files) until space returns.
     pub disk: DiskGuard,
+    /// Time limit of one webhook delivery attempt.
+    pub webhook_timeout: Duration,
+    /// When failed webhook deliveries are retried, and when they are given up.
+    pub webhook_retry: RetrySchedule,
 }
 
 impl WorkerConfig {
@@ -109,6 +114,8 @@ impl Default for WorkerConfig {
             gc_step_delay: Duration::ZERO,
             file_retention: Some(Duration::from_secs(30 * 86_400)),
             gc_interval: Duration::from_secs(60),
+            webhook_timeout: vllm_batch_upstream::webhook::DEFAULT_TIMEOUT,
+            webhook_retry: RetrySchedule::DEFAULT,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The worker: validates new batches, claims chunks of work under leases, sends their requests
 //! to the upstreams with bounded concurrency and retries, heartbeats, and finalizes batches into
-//! their output and error files. Embedded in `vllm-batch serve` or run alone (`vllm-batch worker`).
+//! their output and error files, and delivers webhooks (`webhooks.rs`). Embedded in
+//! `vllm-batch serve` or run alone (`vllm-batch worker`).
 
 mod adaptive;
 mod chunk;
@@ -12,6 +13,7 @@ mod gc;
 mod probe;
 mod routing;
 mod validate;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -102,6 +104,7 @@ impl Worker {
         tasks.spawn(validate::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("validator")));
         tasks.spawn(finalize::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("finalizer")));
         tasks.spawn(gc::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("gc")));
+        tasks.spawn(webhooks::run_loop(s.clone(), shutdown.clone()).instrument(tracing::info_span!("webhooks")));
         // The heartbeat outlives `shutdown`: held chunks keep their leases while they drain.
         let drained = CancellationToken::new();
         tasks.spawn(heartbeat_loop(s.clone(), drained.clone()).instrument(tracing::info_span!("heartbeat")));
