@@ -37,8 +37,10 @@ pub(crate) async fn run_loop(s: Arc<Shared>, shutdown: CancellationToken) {
     // Held while one attempt may last, and then some: a worker that dies mid-send leaves the
     // delivery to another after this.
     let lease_ms = (s.config.webhook_timeout + Duration::from_secs(30)).as_millis() as i64;
-    // Looks often enough for the shortest retry delay, at most every poll interval.
-    let tick = s.config.poll_interval.min(Duration::from_millis(s.config.webhook_retry.base_ms.max(50) as u64));
+    // Once a second (a fifth of the first retry delay when tests shrink it): a new event waits
+    // at most that long, and an idle worker costs the database one cheap query a second, not
+    // one per `--poll-interval` (the chunk loops' tempo, 50 ms in tests).
+    let tick = Duration::from_millis((s.config.webhook_retry.base_ms / 5).clamp(50, 1000) as u64);
     let mut sending: JoinSet<()> = JoinSet::new();
     let mut gauge_due = tokio::time::Instant::now();
     let mut prune_due = tokio::time::Instant::now();
