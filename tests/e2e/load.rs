@@ -48,7 +48,14 @@ impl Tally {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                self.errors.push(format!("{what}: no answer: {e}"));
+                // reqwest's Display leaves out the cause (reset, timeout, refused): show the chain.
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    why.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                self.errors.push(format!("{what}: no answer: {why}"));
                 return None;
             }
         };
@@ -141,6 +148,9 @@ async fn two_batches_run_under_200_polling_clients_and_uploads() {
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(POLLERS + UPLOADERS)
+        // The server closes connections idle for its header-read timeout (10 s); a client that
+        // keeps them longer races that close on reuse (the OpenAI SDKs keep them 5 s).
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();

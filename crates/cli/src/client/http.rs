@@ -116,6 +116,10 @@ impl Api {
         let http = reqwest::Client::builder()
             .user_agent(concat!("vllm-batch/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
+            // Below the server's `--header-read-timeout` (10 s), which closes idle kept-alive
+            // connections: reusing one just as the server closes it fails the request (as the
+            // OpenAI SDKs' 5 s keep-alive expiry avoids).
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
         let base = c.base_url.trim_end_matches('/').to_string();
