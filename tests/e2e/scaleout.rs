@@ -263,9 +263,11 @@ async fn pg_a_short_batch_overtakes_a_long_one_within_a_few_chunks() {
     // again (the short batch's chunk: the fair rotation puts the batch claimed longest ago
     // first) once fewer than `limit` wait, and those go before the short batch's lines: at most
     // `chunk + limit - 1` = 627 sent first. Requests on their way over the worker's many
-    // connections can overtake one another, so the bound allows twice the chunk. Seen here: 0 to
-    // 609 in 30 runs, idle or beside two busy loops.
-    let (queued, bound) = (chunk + limit - 1, 2 * chunk);
+    // connections can overtake one another; and on a starved machine (CI's two cores beside an
+    // S3 upload test) the other worker can miss a heartbeat of its 2 s lease, so that this one
+    // takes over one more chunk of the long batch. The bound allows three chunks (the long batch
+    // has 100). Seen here: 0 to 609 in 30 runs, idle or beside two busy loops; 1003 once in CI.
+    let (queued, bound) = (chunk + limit - 1, 3 * chunk);
     assert!(
         long_between <= bound,
         "{long_between} of the long batch's requests went first (at most {queued} queued; bound {bound})"
