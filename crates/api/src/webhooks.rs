@@ -173,11 +173,30 @@ struct ListParams {
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// Cursor: the `last_id` of the previous page.
+    #[param(pattern = "^we_[A-Za-z0-9_]{1,64}$")]
     after: Option<String>,
 }
 
 fn not_found(id: &str) -> Error {
     Error::NotFound { kind: "webhook_endpoint", id: id.to_string() }
+}
+
+/// Whether `id` has the form of an endpoint id (`we_` and up to 64 letters, digits or `_`):
+/// anything else names no endpoint, and never reaches the database (PostgreSQL refuses a NUL in
+/// a text parameter with an error, not an empty answer).
+fn is_endpoint_id(id: &str) -> bool {
+    id.strip_prefix("we_").is_some_and(|rest| {
+        (1..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
+/// The path's endpoint id, or the 404 an unknown id gets.
+fn endpoint_id(id: String) -> Result<String> {
+    if is_endpoint_id(&id) {
+        Ok(id)
+    } else {
+        Err(not_found(&id))
+    }
 }
 
 fn check_name(name: &str) -> Result<String> {
@@ -263,6 +282,7 @@ async fn get_endpoint(
     caller: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<WebhookEndpoint>> {
+    let id = endpoint_id(id)?;
     let e = st.store.get_webhook_endpoint(&id, caller.scope()).await?.ok_or_else(|| not_found(&id))?;
     Ok(Json(WebhookEndpoint::from_stored(e, false)))
 }
@@ -289,6 +309,9 @@ async fn list_endpoints(
     if !(1..=100).contains(&limit) {
         return Err(Error::invalid("limit must be between 1 and 100", Some("limit")));
     }
+    if let Some(a) = p.after.as_deref().filter(|a| !is_endpoint_id(a)) {
+        return Err(Error::invalid(format!("Invalid 'after' cursor {a:?}"), Some("after")));
+    }
     let page = st.store.list_webhook_endpoints(p.after.as_deref(), limit, caller.scope()).await?;
     let items = page.items.into_iter().map(|e| WebhookEndpoint::from_stored(e, false)).collect();
     Ok(Json(List::new(items, page.has_more, |e| e.id.clone())))
@@ -314,6 +337,7 @@ async fn update_endpoint(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<WebhookEndpoint>> {
+    let id = endpoint_id(id)?;
     let req: UpdateEndpoint = parse_body(&body)?;
     let update = WebhookEndpointUpdate {
         name: req.name.as_deref().map(check_name).transpose()?,
@@ -347,6 +371,7 @@ async fn delete_endpoint(
     caller: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<DeletedEndpoint>> {
+    let id = endpoint_id(id)?;
     if !st.store.delete_webhook_endpoint(&id, caller.scope()).await? {
         return Err(not_found(&id));
     }
@@ -374,6 +399,7 @@ async fn rotate_secret(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<WebhookEndpoint>> {
+    let id = endpoint_id(id)?;
     let req: RotateSecret =
         if body.iter().all(u8::is_ascii_whitespace) { RotateSecret::default() } else { parse_body(&body)? };
     let secret = Secret::generate();
@@ -411,6 +437,7 @@ async fn test_endpoint(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<TestResult>> {
+    let id = endpoint_id(id)?;
     let req: TestEndpoint = parse_body(&body)?;
     let kind: EventType = req.event_type.parse().map_err(|m: String| Error::invalid(m, Some("event_type")))?;
     let e = st.store.get_webhook_endpoint(&id, caller.scope()).await?.ok_or_else(|| not_found(&id))?;
@@ -445,4 +472,19 @@ async fn test_endpoint(
 )]
 async fn list_event_types() -> Json<EventTypeList> {
     Json(EventTypeList { object: "list", data: EventType::ALL.iter().map(|t| t.as_str().to_string()).collect() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_ids_have_one_form() {
+        for ok in ["we_operator", "we_0123456789abcdef0123456789abcdef", "we_a_b"] {
+            assert!(is_endpoint_id(ok), "{ok}");
+        }
+        for bad in ["", "we_", "we", "wh_x", "we_x\0y", "we_x y", "we_x/y", &format!("we_{}", "a".repeat(65))] {
+            assert!(!is_endpoint_id(bad), "{bad:?}");
+        }
+    }
 }
