@@ -365,6 +365,45 @@ class Flow {
     );
   }
 
+  // 2b. A batch of OpenAI Responses API requests (`/v1/responses`).
+  async responsesBatch() {
+    const prompts = new Map([0, 1, 2].map((i) => [`resp-${i}`, `responses prompt ${i}`]));
+    const lines = [...prompts].map(([cid, p]) =>
+      JSON.stringify({
+        custom_id: cid,
+        method: 'POST',
+        url: '/v1/responses',
+        body: { model: MODEL, input: [{ role: 'user', content: p }], max_output_tokens: 6 },
+      }),
+    );
+    const fid = (await upload(this.client, Buffer.from(lines.join('\n') + '\n'), 'responses.jsonl')).id;
+    let b = await this.client.batches.create({ input_file_id: fid, endpoint: '/v1/responses', completion_window: '24h' });
+    check("batches.create({endpoint: '/v1/responses'}) echoes it", b.endpoint === '/v1/responses', b.endpoint);
+    b = await waitTerminal(this.client, b.id, 'responses batch');
+    check('responses batch completed', b.status === 'completed', `${b.status}; errors=${show(b.errors)}`);
+    checkCounts(b, 'responses batch', 3, 3, 0);
+    const [out] = await readJsonl(this.client, b.output_file_id, 'responses output');
+    check('responses output has 3 lines', out.length === 3, out.length);
+    let [usageIn, usageOut] = [0, 0];
+    for (const line of out) {
+      const cid = line.custom_id;
+      check(`${cid} is one of the input's custom_ids`, prompts.has(cid), cid);
+      const body = line.response?.body ?? {};
+      check(`${cid} body.object is 'response'`, body.object === 'response', body.object);
+      const text = body.output?.[0]?.content?.[0]?.text;
+      check(`${cid} output text echoes its prompt`, text === 'echo: ' + prompts.get(cid), text);
+      const u = body.usage ?? {};
+      check(`${cid} usage in the Responses API's names`, u.input_tokens > 0 && u.output_tokens > 0, u);
+      usageIn += u.input_tokens;
+      usageOut += u.output_tokens;
+    }
+    const [i, o] = checkUsage(b, 'responses batch');
+    check("responses batch.usage sums the answers' input/output tokens", i === usageIn && o === usageOut, [
+      [i, o],
+      [usageIn, usageOut],
+    ]);
+  }
+
   // 3. Listing batches with cursor pagination.
   async batchesList() {
     const [data] = chatLines(1, 'page');
@@ -573,6 +612,7 @@ async function main() {
     ['batches.create', () => flow.batchesCreate()],
     ['batches.retrieve until terminal', () => flow.batchesPoll()],
     ['files.content of the output', () => flow.batchOutput()],
+    ['a /v1/responses batch', () => flow.responsesBatch()],
     ['batches.list pagination', () => flow.batchesList()],
     ['batches.cancel', () => flow.batchesCancel()],
     ['error types', () => flow.errors()],
