@@ -58,6 +58,15 @@ fn is_json(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
+/// A list's `limit`: `default` when absent, else 1 to `max`, or a 400 naming `limit`.
+pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(Error::invalid(format!("limit must be between 1 and {max}"), Some("limit")));
+    }
+    Ok(limit)
+}
+
 /// A JSON body, or a 400 naming where in it the problem is (`output_expires_after.seconds`, or
 /// the missing field) — `param` is null only when the body is not JSON at all.
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
@@ -298,10 +307,7 @@ async fn list_batches(
     params: std::result::Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<List<Batch>>> {
     let Query(p) = params.map_err(|e| Error::invalid(e.body_text(), None))?;
-    let limit = p.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(Error::invalid("limit must be between 1 and 100", Some("limit")));
-    }
+    let limit = page_limit(p.limit, 20, 100)?;
     let after = p
         .after
         .map(|a| {

@@ -359,10 +359,7 @@ async fn list_files(
     params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<List<FileObject>>> {
     let Query(p) = params.map_err(|e| Error::invalid(e.body_text(), None))?;
-    let limit = p.limit.unwrap_or(10_000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(Error::invalid("limit must be between 1 and 10000", Some("limit")));
-    }
+    let limit = crate::batches::page_limit(p.limit, 10_000, 10_000)?;
     let ascending = match p.order.as_deref() {
         None | Some("desc") => false,
         Some("asc") => true,

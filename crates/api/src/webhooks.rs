@@ -21,7 +21,7 @@ use vllm_batch_store::webhooks::{WebhookEndpoint as Stored, WebhookEndpointUpdat
 use vllm_batch_upstream::webhook::{check_url, WebhookClient};
 
 use crate::auth::Principal;
-use crate::batches::parse_body;
+use crate::batches::{page_limit, parse_body};
 use crate::error::{Error, Result};
 use crate::AppState;
 
@@ -305,10 +305,7 @@ async fn list_endpoints(
     params: std::result::Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<List<WebhookEndpoint>>> {
     let Query(p) = params.map_err(|e| Error::invalid(e.body_text(), None))?;
-    let limit = p.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(Error::invalid("limit must be between 1 and 100", Some("limit")));
-    }
+    let limit = page_limit(p.limit, 20, 100)?;
     if let Some(a) = p.after.as_deref().filter(|a| !is_endpoint_id(a)) {
         return Err(Error::invalid(format!("Invalid 'after' cursor {a:?}"), Some("after")));
     }
