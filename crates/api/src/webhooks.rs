@@ -441,7 +441,7 @@ async fn test_endpoint(
     let secret = Secret::parse(&e.secret).map_err(|m| Error::Internal(format!("endpoint {id}'s secret: {m}")))?;
     let body = event_body(&new_event_id(), kind, unix_now(), BatchId::generate().as_str());
     let sent = st.webhooks.client.send(&e.url, &new_delivery_id(), &body, &[&secret]).await;
-    let Some(status_code) = sent.status else {
+    let Some(status_code) = sent.status_code else {
         return Err(Error::Upstream(format!(
             "The test event could not be delivered to {}: {}",
             e.url,

@@ -100,6 +100,24 @@ pub fn event_body(event_id: &str, kind: EventType, created_at: i64, batch_id: &s
     serde_json::to_string(&event).expect("an event serialises")
 }
 
+/// What one delivery attempt got: the receiver's status code, or why there was no answer.
+/// Made by the sender (`vllm_batch_upstream::webhook`), recorded by the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The receiver's status code, when it answered.
+    pub status_code: Option<u16>,
+    /// Why there was no usable answer (connect error, timeout), or the non-2xx status.
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+impl AttemptRecord {
+    /// Delivered: the receiver answered 2xx.
+    pub fn succeeded(&self) -> bool {
+        self.status_code.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
 /// What a signing secret starts with.
 pub const SECRET_PREFIX: &str = "whsec_";
 

@@ -11,6 +11,8 @@
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
+/// What one attempt got (the sender's record, stored as it is).
+pub use vllm_batch_core::webhook::AttemptRecord;
 use vllm_batch_core::webhook::{event_body, new_delivery_id, new_event_id, EventType};
 use vllm_batch_core::BatchStatus;
 
@@ -61,22 +63,6 @@ pub struct DueDelivery {
     pub body: String,
     /// Secrets to sign with: the current one, and the previous one while it is still active.
     pub secrets: Vec<String>,
-}
-
-/// What one attempt got.
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    /// The receiver's status code, when it answered.
-    pub status_code: Option<u16>,
-    /// Why there was no usable answer (connect error, timeout), or the non-2xx status.
-    pub error: Option<String>,
-    pub duration_ms: i64,
-}
-
-impl AttemptRecord {
-    pub fn succeeded(&self) -> bool {
-        self.status_code.is_some_and(|s| (200..300).contains(&s))
-    }
 }
 
 /// When deliveries are retried: `base`, doubling per failed attempt, at most `max`; a delivery

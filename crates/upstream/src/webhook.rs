@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use vllm_batch_core::time::unix_now;
-use vllm_batch_core::webhook::{signed_headers, Secret};
+use vllm_batch_core::webhook::{signed_headers, AttemptRecord, Secret};
 
 /// The default time limit of one attempt.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,20 +31,6 @@ pub fn check_url(url: &str, allow_http: bool) -> Result<reqwest::Url, String> {
     Ok(parsed)
 }
 
-/// What one attempt got: the receiver's status, or why there was none.
-#[derive(Debug, Clone)]
-pub struct Sent {
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    pub duration: Duration,
-}
-
-impl Sent {
-    pub fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| (200..300).contains(&s))
-    }
-}
-
 /// A client for webhook receivers.
 #[derive(Clone)]
 pub struct WebhookClient {
@@ -67,14 +53,14 @@ impl WebhookClient {
 
     /// POSTs `body` to `url`, signed afresh (timestamp now) with every secret in `secrets`,
     /// under the constant `webhook_id`. The response body is not read.
-    pub async fn send(&self, url: &str, webhook_id: &str, body: &str, secrets: &[&Secret]) -> Sent {
+    pub async fn send(&self, url: &str, webhook_id: &str, body: &str, secrets: &[&Secret]) -> AttemptRecord {
         let started = Instant::now();
         let mut request =
             self.client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
         for (name, value) in signed_headers(webhook_id, unix_now(), body, secrets) {
             request = request.header(name, value);
         }
-        let (status, error) = match request.send().await {
+        let (status_code, error) = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let error = (!response.status().is_success()).then(|| format!("the receiver answered {status}"));
@@ -84,6 +70,6 @@ impl WebhookClient {
             Err(e) if e.is_connect() => (None, Some(format!("cannot connect: {e}"))),
             Err(e) => (None, Some(format!("request failed: {e}"))),
         };
-        Sent { status, error, duration: started.elapsed() }
+        AttemptRecord { status_code, error, duration_ms: started.elapsed().as_millis() as i64 }
     }
 }

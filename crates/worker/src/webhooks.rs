@@ -97,8 +97,7 @@ async fn deliver(s: Arc<Shared>, client: WebhookClient, d: DueDelivery) {
     let attempt = match secrets {
         Ok(secrets) => {
             let refs: Vec<&Secret> = secrets.iter().collect();
-            let sent = client.send(&d.url, &d.id, &d.body, &refs).await;
-            AttemptRecord { status_code: sent.status, error: sent.error, duration_ms: sent.duration.as_millis() as i64 }
+            client.send(&d.url, &d.id, &d.body, &refs).await
         }
         Err(e) => {
             AttemptRecord { status_code: None, error: Some(format!("unusable signing secret: {e}")), duration_ms: 0 }
