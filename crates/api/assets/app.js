@@ -595,13 +595,11 @@
     }
   }
 
-  async function download(fileId, button) {
+  // Runs a download behind its button: `fetchFile` gets [blob, file name]; the browser saves it.
+  async function saveFrom(button, fetchFile) {
     button.disabled = true;
     try {
-      const resp = await api(`/v1/files/${encodeURIComponent(fileId)}/content`);
-      const blob = await resp.blob();
-      const info = state.files.get(fileId);
-      const name = String((info && info.filename) || `${fileId}.jsonl`).split(/[\\/]/).pop();
+      const [blob, name] = await fetchFile();
       const url = URL.createObjectURL(blob);
       const link = el('a', { href: url, download: name, hidden: true });
       document.body.append(link);
@@ -616,11 +614,19 @@
     }
   }
 
+  function download(fileId, button) {
+    return saveFrom(button, async () => {
+      const resp = await api(`/v1/files/${encodeURIComponent(fileId)}/content`);
+      const info = state.files.get(fileId);
+      const name = String((info && info.filename) || `${fileId}.jsonl`).split(/[\\/]/).pop();
+      return [await resp.blob(), name];
+    });
+  }
+
   // The output lines a running batch has so far: GET …/output from the start, following its
   // x-next-cursor until nothing more is available right now (each answer is bounded).
-  async function downloadSoFar(id, button) {
-    button.disabled = true;
-    try {
+  function downloadSoFar(id, button) {
+    return saveFrom(button, async () => {
       const parts = [];
       let after = null;
       for (let page = 0; page < 10000; page++) {
@@ -631,18 +637,8 @@
         after = resp.headers.get('x-next-cursor');
         if (body.size === 0 || resp.headers.get('x-incomplete') !== 'true' || !after) break;
       }
-      const url = URL.createObjectURL(new Blob(parts, { type: 'application/jsonl' }));
-      const link = el('a', { href: url, download: `${id}.output-so-far.jsonl`, hidden: true });
-      document.body.append(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60000);
-    } catch (e) {
-      state.actionError = { id: state.detailId, message: `Download failed: ${e.message}` };
-      if (state.detail) renderDetail(state.detail);
-    } finally {
-      button.disabled = false;
-    }
+      return [new Blob(parts, { type: 'application/jsonl' }), `${id}.output-so-far.jsonl`];
+    });
   }
 
   // ---- Routing, refresh loop, key form -----------------------------------------------------
